@@ -1,0 +1,378 @@
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { produce } from "immer";
+import { applyTxn, redo } from "./apply.js";
+import { decodeCommit, encodeCommit } from "./codec.js";
+import { CorruptLogError, StoreClosedError, StoreFailedError } from "./errors.js";
+import { emptyRoot, type MutableRoot, type StateRoot } from "./schema.js";
+import { listSnapshots, pruneSnapshots, readSnapshot, writeSnapshot } from "./snapshot.js";
+import type { Commit, CommitResult, FsyncMode, Index, Txn } from "./types.js";
+import { validateTxn } from "./validate.js";
+import { deleteSegmentsUpTo, encodeRecord, LogWriter, listSegments, readSegment } from "./wal.js";
+
+/** Where log lines go; pino's logger fits. */
+export interface StoreLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+const silent: StoreLogger = { info() {}, warn() {}, error() {} };
+
+export interface StoreOptions {
+  /** Directory of the log and snapshots. Required unless `inMemory`. */
+  readonly dataDir?: string;
+  /** Keep nothing on disk (`--dev`, tests). */
+  readonly inMemory?: boolean;
+  /** `always` (default): fsync before acknowledging; `batch`: fsync every 50 ms; `never`. */
+  readonly fsync?: FsyncMode;
+  /** Commits between snapshots (default 50,000). */
+  readonly snapshotEvery?: number;
+  /** Commits kept replayable in the log behind the latest snapshot (default 10,000). */
+  readonly historyRetain?: number;
+  /** Size at which a log segment is closed and a new one started (default 64 MiB). */
+  readonly segmentBytes?: number;
+  readonly logger?: StoreLogger;
+  /** Observes each fsync's duration (metrics). */
+  readonly onFsync?: (ms: number) => void;
+}
+
+/**
+ * Called after commits become durable, in index order, with the root as of the last of
+ * them. Listeners run synchronously and must not throw; the stream layer hangs off this.
+ */
+export type CommitListener = (commits: readonly Commit[], root: StateRoot) => void;
+
+interface Queued {
+  readonly txn: Txn;
+  readonly resolve: (r: CommitResult) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+interface Applied {
+  readonly entry: Queued;
+  readonly commit: Commit;
+}
+
+/**
+ * The state store: an immutable root that each commit replaces, a write-ahead log that makes
+ * a commit durable before it is acknowledged or published, and snapshots that bound the log.
+ *
+ * Commits queue and are applied in groups: one immer `produce` and one log write+fsync serve
+ * every transaction that arrived meanwhile (group commit). Each transaction still gets its own
+ * index and applies all-or-nothing.
+ */
+export class Store {
+  private pendingRoot: StateRoot;
+  private committedRoot: StateRoot;
+  private queue: Queued[] = [];
+  private scheduled = false;
+  private closed = false;
+  private failed: unknown;
+  private readonly listeners = new Set<CommitListener>();
+  private lastSnapshotIndex: number;
+  private snapshotting = false;
+  private readonly opts: Required<Omit<StoreOptions, "dataDir" | "onFsync">> &
+    Pick<StoreOptions, "dataDir" | "onFsync">;
+  private inflight: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    root: StateRoot,
+    private readonly log: LogWriter | undefined,
+    private readonly recovered: readonly Commit[],
+    opts: Store["opts"],
+    private readonly lockFile: string | undefined,
+  ) {
+    this.pendingRoot = root;
+    this.committedRoot = root;
+    this.opts = opts;
+    this.lastSnapshotIndex = root.index;
+  }
+
+  /** Opens (or creates) a store: loads the newest snapshot, replays the log, cuts a torn tail. */
+  static async open(options: StoreOptions): Promise<Store> {
+    const opts = {
+      inMemory: options.inMemory ?? false,
+      fsync: options.fsync ?? "always",
+      snapshotEvery: options.snapshotEvery ?? 50_000,
+      historyRetain: options.historyRetain ?? 10_000,
+      segmentBytes: options.segmentBytes ?? 64 * 1024 * 1024,
+      logger: options.logger ?? silent,
+      dataDir: options.dataDir === undefined ? undefined : resolve(options.dataDir),
+      onFsync: options.onFsync,
+    };
+    if (opts.inMemory) return new Store(emptyRoot(), undefined, [], opts, undefined);
+    if (!opts.dataDir) throw new TypeError("Store.open: dataDir is required unless inMemory");
+    const dir = opts.dataDir;
+    mkdirSync(dir, { recursive: true });
+    const lockFile = acquireLock(dir);
+    try {
+      const { root, history } = recover(dir, opts.historyRetain, opts.logger);
+      const segs = listSegments(dir);
+      const log = new LogWriter(
+        { dir, fsync: opts.fsync, segmentBytes: opts.segmentBytes, onFsync: opts.onFsync },
+        segs.at(-1),
+      );
+      return new Store(root, log, history, opts, lockFile);
+    } catch (err) {
+      releaseLock(lockFile);
+      throw err;
+    }
+  }
+
+  /** The root as of the last durable commit: what readers and subscribers see. */
+  get root(): StateRoot {
+    return this.committedRoot;
+  }
+
+  /** Index of the last durable commit. */
+  get index(): Index {
+    return this.committedRoot.index;
+  }
+
+  /** Where the store keeps its files, if anywhere. */
+  get dataDir(): string | undefined {
+    return this.opts.dataDir;
+  }
+
+  /**
+   * Commits recovered from the log at open (at most `historyRetain`, oldest first), so the
+   * stream layer can refill its history and clients resume across a restart.
+   */
+  get recoveredCommits(): readonly Commit[] {
+    return this.recovered;
+  }
+
+  /** Registers a listener for durable commits; returns a function that removes it. */
+  onCommit(listener: CommitListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Applies a transaction atomically and resolves with its index once it is durable.
+   * Rejects with ValidationError, MissingReferenceError, CasFailedError or ConflictError
+   * (nothing changed), or StoreClosedError / StoreFailedError.
+   */
+  commit(txn: Txn): Promise<CommitResult> {
+    if (this.closed) return Promise.reject(new StoreClosedError());
+    if (this.failed) return Promise.reject(new StoreFailedError({ cause: this.failed }));
+    try {
+      validateTxn(txn);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<CommitResult>((resolve, reject) => {
+      this.queue.push({ txn, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.drain());
+      }
+    });
+  }
+
+  private drain(): void {
+    this.scheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    if (this.failed) {
+      for (const e of batch) e.reject(new StoreFailedError({ cause: this.failed }));
+      return;
+    }
+    const applied: Applied[] = [];
+    let next = this.pendingRoot.index as number;
+    const root = produce(this.pendingRoot, (draft) => {
+      const d = draft as unknown as MutableRoot;
+      for (const entry of batch) {
+        try {
+          const index = (next + 1) as Index;
+          const changes = applyTxn(d, entry.txn, index);
+          next = index;
+          applied.push({ entry, commit: Object.freeze({ index, changes: Object.freeze(changes) }) });
+        } catch (err) {
+          entry.reject(err);
+        }
+      }
+      d.index = next as Index;
+    });
+    if (applied.length === 0) return;
+    this.pendingRoot = root;
+    const commits = applied.map((a) => a.commit);
+    const durable = this.log
+      ? this.log.append(
+          commits[0]!.index,
+          Buffer.concat(commits.map((c) => encodeRecord(c.index, encodeCommit(c)))),
+        )
+      : Promise.resolve();
+    this.inflight = durable.then(
+      () => this.publish(applied, root),
+      (err) => this.fail(err, applied),
+    );
+  }
+
+  private publish(applied: Applied[], root: StateRoot): void {
+    this.committedRoot = root;
+    const commits = applied.map((a) => a.commit);
+    for (const l of this.listeners) {
+      try {
+        l(commits, root);
+      } catch (err) {
+        this.opts.logger.error({ err }, "commit listener threw");
+      }
+    }
+    for (const a of applied) a.entry.resolve({ index: a.commit.index, changes: a.commit.changes });
+    if (!this.snapshotting && root.index - this.lastSnapshotIndex >= this.opts.snapshotEvery) {
+      void this.snapshot().catch((err) => this.opts.logger.error({ err }, "snapshot failed"));
+    }
+  }
+
+  private fail(err: unknown, applied: Applied[]): void {
+    if (!this.failed) {
+      this.failed = err;
+      this.opts.logger.error({ err }, "write-ahead log failed: the store takes no more commits");
+    }
+    // What is in memory may be ahead of the disk: readers keep the last durable root.
+    this.pendingRoot = this.committedRoot;
+    for (const a of applied)
+      a.entry.reject(err instanceof StoreFailedError ? err : new StoreFailedError({ cause: err }));
+  }
+
+  /**
+   * Writes a snapshot of the durable root, then drops log segments older than the history
+   * the stream layer may still need. Returns the snapshot's index.
+   */
+  async snapshot(): Promise<Index> {
+    const dir = this.opts.dataDir;
+    const root = this.committedRoot;
+    if (!dir || !this.log || this.snapshotting) return root.index;
+    this.snapshotting = true;
+    try {
+      const t0 = performance.now();
+      const file = writeSnapshot(dir, root);
+      this.lastSnapshotIndex = root.index;
+      this.log.rotate();
+      pruneSnapshots(dir, 2);
+      const removed = deleteSegmentsUpTo(dir, root.index - this.opts.historyRetain, this.log.activeSegment);
+      this.opts.logger.info(
+        { index: root.index, file, ms: Math.round(performance.now() - t0), segmentsRemoved: removed },
+        "snapshot written",
+      );
+      return root.index;
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
+  /** Stops taking commits, lets queued ones finish, flushes the log and releases the directory. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.scheduled) this.drain();
+    await this.inflight.catch(() => {});
+    await this.log?.close();
+    this.listeners.clear();
+    if (this.lockFile) releaseLock(this.lockFile);
+  }
+}
+
+/** Loads the newest snapshot and replays the log after it, collecting recent history. */
+function recover(
+  dir: string,
+  historyRetain: number,
+  logger: StoreLogger,
+): { root: StateRoot; history: Commit[] } {
+  const t0 = performance.now();
+  const snap = listSnapshots(dir).at(-1);
+  let root = snap ? readSnapshot(snap.file) : emptyRoot();
+  const snapIndex = root.index as number;
+  const segs = listSegments(dir);
+  const history: Commit[] = [];
+  let prev: number | undefined;
+  let replayed = 0;
+  let lastReport = performance.now();
+  segs.forEach((seg, i) => {
+    const { records, truncatedBytes } = readSegment(seg.file, i === segs.length - 1);
+    if (truncatedBytes > 0) {
+      logger.warn({ file: seg.file, bytes: truncatedBytes }, "cut a torn record off the end of the log");
+    }
+    const toApply: Commit[] = [];
+    for (const rec of records) {
+      if (prev !== undefined && rec.index !== prev + 1) {
+        throw new CorruptLogError(seg.file, 0, `index ${rec.index} follows ${prev}: the log has a gap`);
+      }
+      prev = rec.index;
+      const commit = decodeCommit(rec.payload);
+      if (commit.index !== rec.index)
+        throw new CorruptLogError(seg.file, 0, `record ${rec.index} holds commit ${commit.index}`);
+      history.push(commit);
+      if (history.length > historyRetain * 2) history.splice(0, history.length - historyRetain);
+      if (rec.index > snapIndex) toApply.push(commit);
+    }
+    if (toApply.length > 0) {
+      if ((root.index as number) + 1 !== toApply[0]!.index) {
+        throw new CorruptLogError(
+          seg.file,
+          0,
+          `log resumes at ${toApply[0]!.index} but the state is at ${root.index}`,
+        );
+      }
+      root = produce(root, (draft) => {
+        const d = draft as unknown as MutableRoot;
+        for (const c of toApply) redo(d, c.changes);
+        d.index = toApply.at(-1)!.index;
+      });
+      replayed += toApply.length;
+    }
+    if (performance.now() - lastReport > 2000) {
+      lastReport = performance.now();
+      logger.info({ segment: seg.file, replayed, index: root.index }, "replaying the write-ahead log");
+    }
+  });
+  if (history.length > historyRetain) history.splice(0, history.length - historyRetain);
+  logger.info(
+    {
+      dir,
+      snapshotIndex: snapIndex,
+      replayed,
+      index: root.index,
+      ms: Math.round(performance.now() - t0),
+    },
+    "state recovered",
+  );
+  return { root, history };
+}
+
+/** One process per data directory: a lock file holding the owner's pid. */
+function acquireLock(dir: string): string {
+  const file = join(dir, "LOCK");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, "wx");
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const pid = Number(readFileSync(file, "utf8"));
+      if (pid && pid !== process.pid && isAlive(pid)) {
+        throw new Error(`data directory ${dir} is in use by process ${pid}`);
+      }
+      unlinkSync(file);
+    }
+  }
+  throw new Error(`could not lock data directory ${dir}`);
+}
+
+function releaseLock(file: string): void {
+  if (existsSync(file)) unlinkSync(file);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

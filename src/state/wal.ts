@@ -1,0 +1,303 @@
+import {
+  closeSync,
+  fsyncSync,
+  ftruncateSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  unlinkSync,
+} from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
+import { CorruptLogError, StoreFailedError } from "./errors.js";
+import type { FsyncMode, Index } from "./types.js";
+
+/*
+ * The write-ahead log: segment files `wal-<first index>.log` holding records
+ *
+ *   u32 length | u32 ~length | u32 crc32(index ‖ payload) | u64 index | payload
+ *
+ * (little-endian). The complemented length guards the length itself, so a damaged header
+ * is told apart from a short write at the tail.
+ */
+
+export const HEADER_BYTES = 20;
+const SEGMENT_RE = /^wal-(\d{16})\.log$/;
+
+export function segmentName(first: number): string {
+  return `wal-${String(first).padStart(16, "0")}.log`;
+}
+
+export function encodeRecord(index: number, payload: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  buf.writeUInt32LE(payload.length, 0);
+  buf.writeUInt32LE(~payload.length >>> 0, 4);
+  buf.writeBigUInt64LE(BigInt(index), 12);
+  payload.copy(buf, HEADER_BYTES);
+  buf.writeUInt32LE(crc32(buf.subarray(12)), 8);
+  return buf;
+}
+
+export interface LogRecord {
+  readonly index: Index;
+  readonly payload: Buffer;
+}
+
+export interface Segment {
+  readonly file: string;
+  readonly first: number;
+}
+
+export function listSegments(dir: string): Segment[] {
+  return readdirSync(dir)
+    .flatMap((f) => {
+      const m = SEGMENT_RE.exec(f);
+      return m ? [{ file: join(dir, f), first: Number(m[1]) }] : [];
+    })
+    .sort((a, b) => a.first - b.first);
+}
+
+function allZero(buf: Buffer, from: number): boolean {
+  for (let i = from; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+export interface ReadResult {
+  readonly records: LogRecord[];
+  /** Bytes cut off a torn tail, if any. */
+  readonly truncatedBytes: number;
+}
+
+/**
+ * Reads one segment. A damaged record at the tail of the last segment (a write the crash
+ * interrupted) is cut off; damage anywhere else throws {@link CorruptLogError} with the file
+ * and offset, since cutting there would lose acknowledged commits.
+ */
+export function readSegment(file: string, isLast: boolean): ReadResult {
+  const buf = readFileSync(file);
+  const records: LogRecord[] = [];
+  let off = 0;
+  const torn = (reason: string): ReadResult => {
+    if (!isLast) throw new CorruptLogError(file, off, `${reason} in a segment that is not the last`);
+    const fd = openSync(file, "r+");
+    try {
+      ftruncateSync(fd, off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    return { records, truncatedBytes: buf.length - off };
+  };
+  while (off < buf.length) {
+    const rest = buf.length - off;
+    if (rest < HEADER_BYTES) {
+      return torn("short record header");
+    }
+    const len = buf.readUInt32LE(off);
+    const check = buf.readUInt32LE(off + 4);
+    if (~len >>> 0 !== check) {
+      if (allZero(buf, off)) return torn("zero-filled tail");
+      // A header that fails its own check with data after it is damage, not a torn write.
+      throw new CorruptLogError(file, off, "record header fails its length check");
+    }
+    const end = off + HEADER_BYTES + len;
+    if (end > buf.length) return torn("record extends past the end of the file");
+    const crc = buf.readUInt32LE(off + 8);
+    if (crc32(buf.subarray(off + 12, end)) !== crc) {
+      if (end === buf.length) return torn("checksum mismatch in the last record");
+      throw new CorruptLogError(file, off, "checksum mismatch");
+    }
+    const index = Number(buf.readBigUInt64LE(off + 12)) as Index;
+    records.push({ index, payload: buf.subarray(off + HEADER_BYTES, end) });
+    off = end;
+  }
+  return { records, truncatedBytes: 0 };
+}
+
+interface Pending {
+  readonly buf: Buffer;
+  readonly first: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+export interface LogWriterOptions {
+  readonly dir: string;
+  readonly fsync: FsyncMode;
+  /** Start a new segment once the current one is this large. */
+  readonly segmentBytes: number;
+  /** Interval of the background fsync in `batch` mode. */
+  readonly batchIntervalMs?: number;
+  /** Called with the duration of each fsync, in milliseconds. */
+  readonly onFsync?: (ms: number) => void;
+}
+
+/**
+ * Appends records with group commit: while one write+fsync is in flight, every record that
+ * arrives queues, and the next round writes and syncs them all at once. A promise returned
+ * by {@link append} resolves once its records are on disk (per the fsync mode).
+ */
+export class LogWriter {
+  private fh: FileHandle | undefined;
+  private segmentSize = 0;
+  private queue: Pending[] = [];
+  private flushing = false;
+  private rotateRequested = false;
+  private failed: Error | undefined;
+  private dirty = false;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private idle: Promise<void> = Promise.resolve();
+  private markIdle: () => void = () => {};
+
+  constructor(
+    private readonly opts: LogWriterOptions,
+    /** The segment to append to, if one exists. */
+    private current: Segment | undefined,
+  ) {
+    if (opts.fsync === "batch") {
+      this.timer = setInterval(() => void this.backgroundSync(), opts.batchIntervalMs ?? 50);
+      this.timer.unref();
+    }
+  }
+
+  /** Appends records (consecutive indexes, first = `first`); resolves when durable. */
+  append(first: number, buf: Buffer): Promise<void> {
+    if (this.failed) return Promise.reject(new StoreFailedError({ cause: this.failed }));
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ buf, first, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  /** The next append starts a new segment (after a snapshot, so old segments can go). */
+  rotate(): void {
+    this.rotateRequested = true;
+  }
+
+  /** Resolves when nothing is queued or in flight. */
+  drained(): Promise<void> {
+    return this.flushing ? this.idle : Promise.resolve();
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    this.idle = new Promise((r) => {
+      this.markIdle = r;
+    });
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        this.queue = [];
+        try {
+          await this.writeBatch(batch);
+          for (const p of batch) p.resolve();
+        } catch (err) {
+          this.failed = err as Error;
+          const failure = new StoreFailedError({ cause: err });
+          for (const p of batch) p.reject(failure);
+          for (const p of this.queue) p.reject(failure);
+          this.queue = [];
+        }
+      }
+    } finally {
+      this.flushing = false;
+      this.markIdle();
+    }
+  }
+
+  private async writeBatch(batch: Pending[]): Promise<void> {
+    const first = batch[0]!.first;
+    if (!this.fh || this.rotateRequested || this.segmentSize >= this.opts.segmentBytes) {
+      await this.openSegment(first);
+    }
+    const fh = this.fh!;
+    const bufs = batch.map((p) => p.buf);
+    let bytes = 0;
+    for (const b of bufs) bytes += b.length;
+    let written = 0;
+    while (written < bytes) {
+      const { bytesWritten } = await fh.writev(
+        written === 0 ? bufs : [Buffer.concat(bufs).subarray(written)],
+      );
+      written += bytesWritten;
+    }
+    this.segmentSize += bytes;
+    if (this.opts.fsync === "always") {
+      const t0 = performance.now();
+      await fh.datasync();
+      this.opts.onFsync?.(performance.now() - t0);
+    } else {
+      this.dirty = true;
+    }
+  }
+
+  private async openSegment(first: number): Promise<void> {
+    const reuse = this.current && !this.rotateRequested && this.fh === undefined;
+    if (this.fh) {
+      if (this.dirty) await this.fh.datasync();
+      await this.fh.close();
+      this.fh = undefined;
+    }
+    const seg = reuse ? this.current! : { file: join(this.opts.dir, segmentName(first)), first };
+    this.fh = await open(seg.file, "a");
+    this.segmentSize = (await this.fh.stat()).size;
+    if (!reuse) syncDir(this.opts.dir);
+    this.current = seg;
+    this.rotateRequested = false;
+  }
+
+  private async backgroundSync(): Promise<void> {
+    if (!this.dirty || !this.fh || this.flushing) return;
+    this.dirty = false;
+    const t0 = performance.now();
+    try {
+      await this.fh.datasync();
+      this.opts.onFsync?.(performance.now() - t0);
+    } catch (err) {
+      this.failed = err as Error;
+    }
+  }
+
+  /** The segment being appended to. */
+  get activeSegment(): Segment | undefined {
+    return this.current;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.drained();
+    if (this.fh) {
+      if (this.opts.fsync !== "never") await this.fh.datasync();
+      await this.fh.close();
+      this.fh = undefined;
+    }
+  }
+}
+
+/** Makes a directory's entries (a new or renamed file) durable. */
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Deletes segments whose every record is at or below `upTo`, never the active one. */
+export function deleteSegmentsUpTo(dir: string, upTo: number, active: Segment | undefined): number {
+  const segs = listSegments(dir);
+  let removed = 0;
+  for (let i = 0; i + 1 < segs.length; i++) {
+    const seg = segs[i]!;
+    const next = segs[i + 1]!;
+    if (active && seg.file === active.file) break;
+    if (next.first - 1 <= upTo) {
+      unlinkSync(seg.file);
+      removed++;
+    } else break;
+  }
+  if (removed > 0) syncDir(dir);
+  return removed;
+}
