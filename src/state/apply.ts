@@ -358,18 +358,14 @@ function deepEqual(a: unknown, b: unknown): boolean {
 }
 
 /**
- * Applies a transaction to a mutable root at `index`. On success returns its changes; on
- * failure undoes every change it made (the root is as before) and rethrows.
+ * Applies a transaction to a mutable root (an immer draft) at `index` and returns its
+ * changes. It throws on the first failing operation; the caller drops the draft, so a
+ * failed transaction changes nothing.
  */
 export function applyTxn(root: MutableRoot, txn: Txn, index: Index): Change[] {
   const applier = new TxnApplier(root, index, []);
-  try {
-    for (const [i, op] of txn.entries()) applier.apply(op, `ops[${i}]`);
-    return applier.changes;
-  } catch (err) {
-    undo(root, applier.changes);
-    throw err;
-  }
+  for (const [i, op] of txn.entries()) applier.apply(op, `ops[${i}]`);
+  return applier.changes;
 }
 
 /** Reverts changes, newest first. */

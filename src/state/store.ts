@@ -1,12 +1,12 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { produce } from "immer";
-import { applyTxn, redo } from "./apply.js";
+import { applyTxn, redo, undo } from "./apply.js";
 import { decodeCommit, encodeCommit } from "./codec.js";
 import { CorruptLogError, StoreClosedError, StoreFailedError } from "./errors.js";
 import { emptyRoot, type MutableRoot, type StateRoot } from "./schema.js";
 import { listSnapshots, pruneSnapshots, readSnapshot, writeSnapshot } from "./snapshot.js";
-import type { Commit, CommitResult, FsyncMode, Index, Txn } from "./types.js";
+import type { Change, Commit, CommitResult, FsyncMode, Index, Txn } from "./types.js";
 import { validateTxn } from "./validate.js";
 import { deleteSegmentsUpTo, encodeRecord, LogWriter, listSegments, readSegment } from "./wal.js";
 
@@ -38,10 +38,11 @@ export interface StoreOptions {
 }
 
 /**
- * Called after commits become durable, in index order, with the root as of the last of
- * them. Listeners run synchronously and must not throw; the stream layer hangs off this.
+ * Called once per commit after it is durable, in index order, with the roots just before and
+ * just after it. Listeners run synchronously and must not throw; the stream layer hangs off
+ * this. Commits that became durable together are handed over in one synchronous run.
  */
-export type CommitListener = (commits: readonly Commit[], root: StateRoot) => void;
+export type CommitListener = (commit: Commit, before: StateRoot, after: StateRoot) => void;
 
 interface Queued {
   readonly txn: Txn;
@@ -52,6 +53,8 @@ interface Queued {
 interface Applied {
   readonly entry: Queued;
   readonly commit: Commit;
+  readonly before: StateRoot;
+  readonly after: StateRoot;
 }
 
 /**
@@ -75,6 +78,7 @@ export class Store {
   private readonly opts: Required<Omit<StoreOptions, "dataDir" | "onFsync">> &
     Pick<StoreOptions, "dataDir" | "onFsync">;
   private inflight: Promise<unknown> = Promise.resolve();
+  private readonly recoveryRoot: StateRoot;
 
   private constructor(
     root: StateRoot,
@@ -85,6 +89,7 @@ export class Store {
   ) {
     this.pendingRoot = root;
     this.committedRoot = root;
+    this.recoveryRoot = root;
     this.opts = opts;
     this.lastSnapshotIndex = root.index;
   }
@@ -143,6 +148,26 @@ export class Store {
     return this.recovered;
   }
 
+  /**
+   * Hands each recovered commit to `visit` with the roots just before and after it, newest
+   * first: the roots are rebuilt by undoing commits from the recovered state, one at a time,
+   * so only two roots are alive at once whatever the history length.
+   */
+  replayRecovered(visit: CommitListener): void {
+    let after = this.recoveryRoot;
+    for (let i = this.recovered.length - 1; i >= 0; i--) {
+      const commit = this.recovered[i]!;
+      if (commit.index !== after.index) break;
+      const before = produce(after, (draft) => {
+        const d = draft as unknown as MutableRoot;
+        undo(d, commit.changes);
+        d.index = (commit.index - 1) as Index;
+      });
+      visit(commit, before, after);
+      after = before;
+    }
+  }
+
   /** Registers a listener for durable commits; returns a function that removes it. */
   onCommit(listener: CommitListener): () => void {
     this.listeners.add(listener);
@@ -181,21 +206,30 @@ export class Store {
       return;
     }
     const applied: Applied[] = [];
-    let next = this.pendingRoot.index as number;
-    const root = produce(this.pendingRoot, (draft) => {
-      const d = draft as unknown as MutableRoot;
-      for (const entry of batch) {
-        try {
-          const index = (next + 1) as Index;
-          const changes = applyTxn(d, entry.txn, index);
-          next = index;
-          applied.push({ entry, commit: Object.freeze({ index, changes: Object.freeze(changes) }) });
-        } catch (err) {
-          entry.reject(err);
-        }
+    let root = this.pendingRoot;
+    for (const entry of batch) {
+      // One produce per transaction: cheap (the tables are persistent maps held by
+      // reference), it gives every commit its own root for the event handlers, and a
+      // transaction that throws leaves no trace (immer drops the draft).
+      try {
+        const before = root;
+        const index = (before.index + 1) as Index;
+        let changes: Change[] = [];
+        root = produce(before, (draft) => {
+          const d = draft as unknown as MutableRoot;
+          changes = applyTxn(d, entry.txn, index);
+          d.index = index;
+        });
+        applied.push({
+          entry,
+          before,
+          after: root,
+          commit: Object.freeze({ index, changes: Object.freeze(changes) }),
+        });
+      } catch (err) {
+        entry.reject(err);
       }
-      d.index = next as Index;
-    });
+    }
     if (applied.length === 0) return;
     this.pendingRoot = root;
     const commits = applied.map((a) => a.commit);
@@ -213,12 +247,13 @@ export class Store {
 
   private publish(applied: Applied[], root: StateRoot): void {
     this.committedRoot = root;
-    const commits = applied.map((a) => a.commit);
-    for (const l of this.listeners) {
-      try {
-        l(commits, root);
-      } catch (err) {
-        this.opts.logger.error({ err }, "commit listener threw");
+    for (const a of applied) {
+      for (const l of this.listeners) {
+        try {
+          l(a.commit, a.before, a.after);
+        } catch (err) {
+          this.opts.logger.error({ err }, "commit listener threw");
+        }
       }
     }
     for (const a of applied) a.entry.resolve({ index: a.commit.index, changes: a.commit.changes });

@@ -1,0 +1,67 @@
+import type { Event, Subject, Topic } from "../state/events/index.js";
+import type { Index } from "../state/index.js";
+import { Deque } from "./deque.js";
+
+/** One commit's events for one subject. Shared by every subscriber of the subject. */
+export interface StreamNode {
+  readonly index: Index;
+  readonly events: readonly Event[];
+}
+
+/** Something waiting for a stream to grow. */
+export interface Waiter {
+  wake(): void;
+}
+
+/**
+ * The events of one subject (a key, a prefix, or the wildcard) that are still in the topic
+ * history, in index order. Subscribers of the subject hold a cursor (a sequence number)
+ * into it; publishing appends one node per commit and subject, never per subscriber.
+ */
+export class SubjectStream {
+  readonly nodes = new Deque<StreamNode>();
+  /** The stream holds every matching commit with an index above this one. */
+  coveredFrom: number;
+  readonly subscribers = new Set<object>();
+  private readonly waiters = new Set<Waiter>();
+  /** Set when the last subscriber left; history entries may still point here. */
+  dead = false;
+
+  constructor(
+    /** Cache and lookup key: topic, kind and subject. */
+    readonly id: string,
+    readonly topic: Topic,
+    readonly subject: Subject,
+    coveredFrom: number,
+  ) {
+    this.coveredFrom = coveredFrom;
+  }
+
+  append(node: StreamNode): void {
+    this.nodes.push(node);
+    if (this.waiters.size > 0) {
+      for (const w of this.waiters) w.wake();
+      this.waiters.clear();
+    }
+  }
+
+  /** Drops the oldest node if it belongs to the commit leaving the history. */
+  evict(index: number): void {
+    const first = this.nodes.first();
+    if (first !== undefined && first.index === index) this.nodes.shift();
+    if (index > this.coveredFrom) this.coveredFrom = index;
+  }
+
+  /** Sequence number of the first node with an index above `index`. */
+  seqAfter(index: number): number {
+    return this.nodes.search((n) => n.index > index);
+  }
+
+  addWaiter(w: Waiter): void {
+    this.waiters.add(w);
+  }
+
+  removeWaiter(w: Waiter): void {
+    this.waiters.delete(w);
+  }
+}
