@@ -260,6 +260,7 @@ class TxnApplier {
         const owner = root.idx.policiesByName.get(p.Name);
         if (owner !== undefined && owner !== p.ID) throw new ConflictError("aclPolicies", "Name", p.Name);
         const before = root.aclPolicies.get(p.ID);
+        if (before && op.createOnly) throw new ConflictError("aclPolicies", "ID", p.ID);
         this.put(
           "aclPolicies",
           p.ID,

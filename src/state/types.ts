@@ -137,7 +137,10 @@ export type CheckInput = Partially<
   "Status" | "Notes" | "Output" | "ServiceID" | "Name"
 >;
 export type ACLTokenInput = Partially<
-  Input<ACLTokenRow>,
+  Omit<Input<ACLTokenRow>, "AccessorID" | "SecretID"> & {
+    readonly AccessorID: string;
+    readonly SecretID: string;
+  },
   "Description" | "Policies" | "Roles" | "ExpirationTime" | "Local"
 >;
 export type ACLPolicyInput = Partially<Input<ACLPolicyRow>, "Description">;
@@ -175,7 +178,7 @@ export type Op =
   | { readonly op: "kv.deleteTree"; readonly prefix: string }
   | { readonly op: "acl.token.upsert"; readonly token: ACLTokenInput; readonly createOnly?: boolean }
   | { readonly op: "acl.token.delete"; readonly accessorId: string }
-  | { readonly op: "acl.policy.upsert"; readonly policy: ACLPolicyInput }
+  | { readonly op: "acl.policy.upsert"; readonly policy: ACLPolicyInput; readonly createOnly?: boolean }
   | { readonly op: "acl.policy.delete"; readonly id: string }
   | { readonly op: "acl.role.upsert"; readonly role: ACLRoleInput }
   | { readonly op: "acl.role.delete"; readonly id: string };

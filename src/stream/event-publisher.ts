@@ -31,6 +31,9 @@ export interface SubscribeRequest {
   readonly filter?: EventFilter;
 }
 
+/** Sees each commit before the publisher dispatches it. */
+export type CommitHook = (commit: Commit, before: StateRoot, after: StateRoot) => void;
+
 export interface PublisherOptions {
   readonly handlers?: ReadonlyMap<Topic, TopicHandler>;
   /** Bounds of each topic's history ring (default 100,000 events and 64 MiB). */
@@ -127,6 +130,7 @@ export class EventPublisher implements SubscriptionHost {
   /** Streams touched by the commit being published (reused between commits). */
   private readonly touched: SubjectStream[] = [];
   private readonly batches = new Map<SubjectStream, Event[]>();
+  private readonly hooks: CommitHook[] = [];
 
   constructor(root: StateRoot, opts: PublisherOptions = {}) {
     this.root = root;
@@ -188,8 +192,21 @@ export class EventPublisher implements SubscriptionHost {
     return this.root;
   }
 
+  /**
+   * Runs `hook` for every commit before its events are dispatched: the ACL layer closes the
+   * streams a commit revokes here, so no event of that commit reaches them.
+   */
+  beforePublish(hook: CommitHook): () => void {
+    this.hooks.push(hook);
+    return () => {
+      const i = this.hooks.indexOf(hook);
+      if (i >= 0) this.hooks.splice(i, 1);
+    };
+  }
+
   /** Takes one commit: records its events in each topic's history and hands them to the subscribed subjects. */
   publish(commit: Commit, before: StateRoot, after: StateRoot): void {
+    for (const hook of this.hooks) hook(commit, before, after);
     this.root = after;
     this.metrics.commitsPublished++;
     for (const [topic, handler] of this.handlers) {

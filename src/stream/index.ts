@@ -2,6 +2,7 @@
 
 export * from "./errors.js";
 export {
+  type CommitHook,
   EventPublisher,
   type PublisherMetrics,
   type PublisherOptions,
