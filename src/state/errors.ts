@@ -103,3 +103,16 @@ export class StoreFailedError extends Error {
     );
   }
 }
+
+/** Another process (or another store in this process) holds the data directory. */
+export class DataDirLockedError extends Error {
+  override readonly name = "DataDirLockedError";
+  constructor(
+    readonly dir: string,
+    /** The holder's pid, when known (0 otherwise). */
+    readonly pid: number,
+    options?: ErrorOptions,
+  ) {
+    super(`data directory ${dir} is in use${pid ? ` by process ${pid}` : ""}`, options);
+  }
+}

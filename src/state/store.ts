@@ -1,8 +1,9 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdirSync } from "node:fs";
+import { resolve } from "node:path";
 import { produce } from "immer";
 import { applyTxn, redo, undo } from "./apply.js";
 import { decodeCommit, encodeCommit } from "./codec.js";
+import { acquireDirLock, releaseDirLock } from "./data-dir-lock.js";
 import { CorruptLogError, StoreClosedError, StoreFailedError } from "./errors.js";
 import { emptyRoot, type MutableRoot, type StateRoot } from "./schema.js";
 import { listSnapshots, pruneSnapshots, readSnapshot, writeSnapshot } from "./snapshot.js";
@@ -110,17 +111,20 @@ export class Store {
     if (!opts.dataDir) throw new TypeError("Store.open: dataDir is required unless inMemory");
     const dir = opts.dataDir;
     mkdirSync(dir, { recursive: true });
-    const lockFile = acquireLock(dir);
+    const lockFile = acquireDirLock(dir);
     try {
-      const { root, history } = recover(dir, opts.historyRetain, opts.logger);
+      const { root, history, logEnd } = recover(dir, opts.historyRetain, opts.logger);
       const segs = listSegments(dir);
+      // When the snapshot is ahead of the log's end (records lost after the snapshot was
+      // synced, with fsync batch/never), new records start a new segment at the next index.
+      const append = logEnd === root.index ? segs.at(-1) : undefined;
       const log = new LogWriter(
         { dir, fsync: opts.fsync, segmentBytes: opts.segmentBytes, onFsync: opts.onFsync },
-        segs.at(-1),
+        append,
       );
       return new Store(root, log, history, opts, lockFile);
     } catch (err) {
-      releaseLock(lockFile);
+      releaseDirLock(lockFile);
       throw err;
     }
   }
@@ -307,7 +311,7 @@ export class Store {
     await this.inflight.catch(() => {});
     await this.log?.close();
     this.listeners.clear();
-    if (this.lockFile) releaseLock(this.lockFile);
+    if (this.lockFile) releaseDirLock(this.lockFile);
   }
 }
 
@@ -316,7 +320,7 @@ function recover(
   dir: string,
   historyRetain: number,
   logger: StoreLogger,
-): { root: StateRoot; history: Commit[] } {
+): { root: StateRoot; history: Commit[]; logEnd: number } {
   const t0 = performance.now();
   const snap = listSnapshots(dir).at(-1);
   let root = snap ? readSnapshot(snap.file) : emptyRoot();
@@ -334,7 +338,12 @@ function recover(
     const toApply: Commit[] = [];
     for (const rec of records) {
       if (prev !== undefined && rec.index !== prev + 1) {
-        throw new CorruptLogError(seg.file, 0, `index ${rec.index} follows ${prev}: the log has a gap`);
+        // A gap the snapshot covers (its segment was removed, or records after it were
+        // lost while the snapshot survived) costs history, not state.
+        if (rec.index > snapIndex + 1) {
+          throw new CorruptLogError(seg.file, 0, `index ${rec.index} follows ${prev}: the log has a gap`);
+        }
+        history.length = 0;
       }
       prev = rec.index;
       const commit = decodeCommit(rec.payload);
@@ -365,6 +374,8 @@ function recover(
     }
   });
   if (history.length > historyRetain) history.splice(0, history.length - historyRetain);
+  // History must end at the recovered state to be replayable.
+  if ((prev ?? 0) !== root.index) history.length = 0;
   logger.info(
     {
       dir,
@@ -375,39 +386,5 @@ function recover(
     },
     "state recovered",
   );
-  return { root, history };
-}
-
-/** One process per data directory: a lock file holding the owner's pid. */
-function acquireLock(dir: string): string {
-  const file = join(dir, "LOCK");
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, "wx");
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return file;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const pid = Number(readFileSync(file, "utf8"));
-      if (pid && pid !== process.pid && isAlive(pid)) {
-        throw new Error(`data directory ${dir} is in use by process ${pid}`);
-      }
-      unlinkSync(file);
-    }
-  }
-  throw new Error(`could not lock data directory ${dir}`);
-}
-
-function releaseLock(file: string): void {
-  if (existsSync(file)) unlinkSync(file);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return { root, history, logEnd: prev ?? 0 };
 }

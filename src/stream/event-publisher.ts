@@ -131,6 +131,7 @@ export class EventPublisher implements SubscriptionHost {
   private readonly touched: SubjectStream[] = [];
   private readonly batches = new Map<SubjectStream, Event[]>();
   private readonly hooks: CommitHook[] = [];
+  private indexWaiters: { index: number; resolve: (reached: boolean) => void }[] = [];
 
   constructor(root: StateRoot, opts: PublisherOptions = {}) {
     this.root = root;
@@ -209,6 +210,7 @@ export class EventPublisher implements SubscriptionHost {
     for (const hook of this.hooks) hook(commit, before, after);
     this.root = after;
     this.metrics.commitsPublished++;
+    if (this.indexWaiters.length > 0) this.wakeIndexWaiters();
     for (const [topic, handler] of this.handlers) {
       const events = handler.eventsOf(commit, before, after);
       if (events.length === 0) continue;
@@ -351,6 +353,40 @@ export class EventPublisher implements SubscriptionHost {
     return stream;
   }
 
+  /**
+   * Resolves true once a commit at or above `index` is published, or false after `timeoutMs`
+   * (or when `signal` aborts). Used to hold a client that resumes ahead of this server.
+   */
+  whenIndex(index: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.index >= index) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const entry = {
+        index,
+        resolve: (reached: boolean) => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          resolve(reached);
+        },
+      };
+      const drop = (): void => {
+        this.indexWaiters = this.indexWaiters.filter((w) => w !== entry);
+        entry.resolve(false);
+      };
+      const onAbort = (): void => drop();
+      const timer = setTimeout(drop, timeoutMs);
+      timer.unref();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.indexWaiters.push(entry);
+    });
+  }
+
+  private wakeIndexWaiters(): void {
+    const ready = this.indexWaiters.filter((w) => w.index <= this.index);
+    if (ready.length === 0) return;
+    this.indexWaiters = this.indexWaiters.filter((w) => w.index > this.index);
+    for (const w of ready) w.resolve(true);
+  }
+
   // ---- SubscriptionHost ----
 
   covers(topic: Topic, index: number): boolean {
@@ -488,6 +524,7 @@ export class EventPublisher implements SubscriptionHost {
     this.detach?.();
     if (this.timer) clearInterval(this.timer);
     for (const sub of [...this.all]) sub.closeWithError(new ShuttingDownError());
+    for (const w of this.indexWaiters.splice(0)) w.resolve(false);
   }
 
   /** Sizes, for tests and metrics. */

@@ -1,0 +1,60 @@
+import { status as Status, type StatusObject, Metadata } from "@grpc/grpc-js";
+import {
+  AclDisabledError,
+  BootstrapDoneError,
+  PermissionDeniedError,
+  PolicyRulesError,
+  TokenNotFoundError,
+} from "../acl/index.js";
+import {
+  CasFailedError,
+  ConflictError,
+  MissingReferenceError,
+  StoreClosedError,
+  StoreFailedError,
+  ValidationError,
+} from "../state/index.js";
+import {
+  IndexAheadError,
+  InvalidSubjectError,
+  ShuttingDownError,
+  SnapshotFailedError,
+  SubscriptionForceClosedError,
+  TooManySubscriptionsError,
+} from "../stream/index.js";
+import { InvalidArgumentError, NotFoundError } from "./errors.js";
+
+/**
+ * The one mapping from internal errors to gRPC status codes. The error's class name travels
+ * in the `x-sluice-error` trailer so that clients can tell kinds apart without parsing text.
+ */
+export function toGrpcStatus(err: unknown): Partial<StatusObject> & { code: Status; details: string } {
+  const code = codeOf(err);
+  const metadata = new Metadata();
+  metadata.set("x-sluice-error", err instanceof Error ? err.name : "Error");
+  const details = err instanceof Error ? err.message : String(err);
+  return { code, details, metadata };
+}
+
+function codeOf(err: unknown): Status {
+  if (err instanceof SubscriptionForceClosedError) return Status.ABORTED;
+  if (err instanceof ShuttingDownError || err instanceof StoreClosedError) return Status.UNAVAILABLE;
+  if (err instanceof StoreFailedError) return Status.UNAVAILABLE;
+  if (err instanceof TokenNotFoundError || err instanceof PermissionDeniedError) return Status.PERMISSION_DENIED;
+  if (
+    err instanceof InvalidSubjectError ||
+    err instanceof ValidationError ||
+    err instanceof PolicyRulesError ||
+    err instanceof InvalidArgumentError
+  ) {
+    return Status.INVALID_ARGUMENT;
+  }
+  if (err instanceof CasFailedError || err instanceof MissingReferenceError) return Status.FAILED_PRECONDITION;
+  if (err instanceof BootstrapDoneError || err instanceof AclDisabledError) return Status.FAILED_PRECONDITION;
+  if (err instanceof ConflictError) return Status.ALREADY_EXISTS;
+  if (err instanceof NotFoundError) return Status.NOT_FOUND;
+  if (err instanceof TooManySubscriptionsError) return Status.RESOURCE_EXHAUSTED;
+  if (err instanceof IndexAheadError) return Status.OUT_OF_RANGE;
+  if (err instanceof SnapshotFailedError) return Status.INTERNAL;
+  return Status.INTERNAL;
+}

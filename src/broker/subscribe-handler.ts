@@ -1,0 +1,88 @@
+import { once } from "node:events";
+import type * as grpc from "@grpc/grpc-js";
+import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeRequest.js";
+import { encodeFrame } from "../proto/index.js";
+import { type Subject, SubjectKind, Topic } from "../state/events/index.js";
+import { IndexAheadError, TooManySubscriptionsError } from "../stream/index.js";
+import { type BrokerDeps, metadataToken } from "./context.js";
+import { InvalidArgumentError } from "./errors.js";
+import { toGrpcStatus } from "./status.js";
+
+const TOPICS: Record<string, Topic> = {
+  TOPIC_SERVICE_HEALTH: Topic.ServiceHealth,
+  TOPIC_SERVICE_LIST: Topic.ServiceList,
+  TOPIC_KV: Topic.KV,
+};
+
+export function topicFromWire(t: string): Topic {
+  const topic = TOPICS[t];
+  if (!topic) throw new InvalidArgumentError("topic", `unknown or unspecified topic ${t}`);
+  return topic;
+}
+
+export function subjectFromWire(req: SubscribeRequest__Output): Subject {
+  switch (req.subject) {
+    case "key":
+      return { kind: SubjectKind.Key, key: req.key ?? "" };
+    case "prefix":
+      return { kind: SubjectKind.Prefix, prefix: req.prefix ?? "" };
+    case "wildcard":
+      if (!req.wildcard) throw new InvalidArgumentError("wildcard", "must be true when set");
+      return { kind: SubjectKind.Wildcard };
+    default:
+      throw new InvalidArgumentError("subject", "one of key, prefix or wildcard is required");
+  }
+}
+
+/**
+ * Subscribe: validates, waits briefly for an index ahead of the store, opens an ACL-filtered
+ * subscription, and writes its frames as pre-encoded bytes, honouring back-pressure. A
+ * client that goes away frees its subscription; the stream ends with the status that maps
+ * the subscription's closing error.
+ */
+export function makeSubscribeHandler(deps: BrokerDeps) {
+  const perPeer = new Map<string, number>();
+  const maxPerConn = deps.maxSubscriptionsPerConnection ?? 10_000;
+  const waitMs = deps.indexAheadWaitMs ?? 3000;
+
+  return async (call: grpc.ServerWritableStream<SubscribeRequest__Output, Uint8Array>): Promise<void> => {
+    const req = call.request;
+    const peer = call.getPeer();
+    const abort = new AbortController();
+    call.on("cancelled", () => abort.abort());
+    let counted = false;
+    try {
+      const topic = topicFromWire(req.topic);
+      const subject = subjectFromWire(req);
+      const index = Number(req.index ?? 0);
+      const token = req.token || metadataToken(call.metadata);
+      // Resolve first: an unknown token is refused before anything else is revealed.
+      const resolved = await deps.enforcer.resolve(token);
+      if (index > deps.publisher.index) {
+        const reached = await deps.publisher.whenIndex(index, waitMs, abort.signal);
+        if (!reached) throw new IndexAheadError(index, deps.publisher.index);
+      }
+      const n = perPeer.get(peer) ?? 0;
+      if (n >= maxPerConn) throw new TooManySubscriptionsError(maxPerConn, "connection");
+      const sub = deps.enforcer.subscribeResolved({ topic, subject, index }, resolved);
+      perPeer.set(peer, n + 1);
+      counted = true;
+      abort.signal.addEventListener("abort", () => sub.unsubscribe(), { once: true });
+      if (abort.signal.aborted) sub.unsubscribe();
+      for await (const frame of sub) {
+        if (!call.write(encodeFrame(frame))) {
+          await Promise.race([once(call, "drain"), once(abort.signal, "abort")]);
+        }
+      }
+      if (!abort.signal.aborted) call.end();
+    } catch (err) {
+      if (!abort.signal.aborted) call.emit("error", toGrpcStatus(err));
+    } finally {
+      if (counted) {
+        const left = (perPeer.get(peer) ?? 1) - 1;
+        if (left <= 0) perPeer.delete(peer);
+        else perPeer.set(peer, left);
+      }
+    }
+  };
+}
