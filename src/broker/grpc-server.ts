@@ -1,0 +1,78 @@
+import * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { packageDefinition, sluiceV1 } from "../proto/index.js";
+import { aclService } from "./acl-service.js";
+import { catalogService } from "./catalog-service.js";
+import type { BrokerDeps } from "./context.js";
+import { kvService } from "./kv-service.js";
+import { makeSubscribeHandler } from "./subscribe-handler.js";
+
+/** Channel settings chosen on purpose: dead peers are found, big snapshots fit. */
+export const SERVER_OPTIONS: grpc.ServerOptions = {
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+  "grpc.max_receive_message_length": 4 * 1024 * 1024,
+  "grpc.max_send_message_length": 64 * 1024 * 1024,
+};
+
+const SERVICES = ["sluice.v1.StateChangeSubscription", "sluice.v1.Catalog", "sluice.v1.KV", "sluice.v1.ACL"];
+
+/** The gRPC face of Sluice: Subscribe, the write and read APIs, health and reflection. */
+export class GrpcServer {
+  private readonly server = new grpc.Server(SERVER_OPTIONS);
+  private readonly health = new HealthImplementation(Object.fromEntries([["", "SERVING"], ...SERVICES.map((s) => [s, "SERVING"])]));
+
+  constructor(private readonly deps: BrokerDeps) {
+    // Subscribe writes frames that are already encoded: the serializer passes bytes through.
+    const streamDef = { ...sluiceV1.StateChangeSubscription.service };
+    streamDef.Subscribe = {
+      ...streamDef.Subscribe,
+      responseSerialize: (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+    } as unknown as typeof streamDef.Subscribe;
+    this.server.addService(streamDef, { Subscribe: makeSubscribeHandler(deps) } as grpc.UntypedServiceImplementation);
+    this.server.addService(sluiceV1.Catalog.service, catalogService(deps));
+    this.server.addService(sluiceV1.KV.service, kvService(deps));
+    this.server.addService(sluiceV1.ACL.service, aclService(deps));
+    this.health.addToServer(this.server);
+    new ReflectionService(packageDefinition).addToServer(this.server);
+  }
+
+  /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
+  listen(address: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (err) reject(err);
+        else resolve(port);
+      });
+    });
+  }
+
+  /**
+   * Drain → grace → force: reports NOT_SERVING, lets in-flight calls finish (open
+   * subscriptions are ended by the publisher's shutdown with UNAVAILABLE), and cuts what is
+   * left after `graceMs`.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    for (const s of ["", ...SERVICES]) this.health.setStatus(s, "NOT_SERVING");
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.deps.logger.warn({ graceMs }, "gRPC calls still open after the grace period: forcing");
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      timer.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Cuts every call at once (a second signal). */
+  forceShutdown(): void {
+    this.server.forceShutdown();
+  }
+}

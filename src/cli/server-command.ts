@@ -1,0 +1,65 @@
+import { parseArgs } from "node:util";
+import { SETTINGS, SluiceServer, flagName, loadConfig } from "../server/index.js";
+
+const BOOL_FLAGS = new Set(["dev", "acl-enabled"]);
+
+export const SERVER_USAGE = `sluice server [flags]
+
+Starts the Sluice server. Settings come from defaults, a JSON file (--config), SLUICE_*
+environment variables, then flags, in that order.
+
+  --grpc-addr host:port        gRPC address (default 127.0.0.1:8502)
+  --http-addr host:port        HTTP address (default 127.0.0.1:8500)
+  --data-dir path              where the log and snapshots live (default ./data)
+  --dev                        in-memory store, ACLs off
+  --fsync always|batch|never   when the log is synced (default always)
+  --acl-enabled                enforce ACLs (default deny unless --acl-default-policy allow)
+  --acl-default-policy allow|deny
+  --history-max-events n       change history kept per topic (default 100000)
+  --history-max-bytes n
+  --snapshot-cache-ttl-ms n    --progress-interval-ms n    --snapshot-every n
+  --max-subscriptions-per-token n    --max-subscriptions-per-connection n
+  --shutdown-grace-ms n        --log-level debug|info|warn|error
+  --config file.json
+`;
+
+/** `sluice server`: runs until SIGTERM/SIGINT; a second signal forces exit. */
+export async function serverCommand(argv: string[]): Promise<number> {
+  const options: Record<string, { type: "string" | "boolean" }> = { config: { type: "string" }, help: { type: "boolean" } };
+  for (const k of SETTINGS) options[flagName(k)] = { type: BOOL_FLAGS.has(flagName(k)) ? "boolean" : "string" };
+  const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+  if (values.help) {
+    process.stdout.write(SERVER_USAGE);
+    return 0;
+  }
+  const config = loadConfig(values, process.env);
+  const server = await SluiceServer.start(config);
+  const port = server.grpcPort;
+  const where = config.dev ? "in memory (--dev: nothing is kept)" : `in ${config.dataDir}`;
+  process.stderr.write(
+    `\nSluice is up. gRPC on ${config.grpcAddr.replace(/:\d+$/, `:${port}`)}; data ${where}.\n` +
+      `Try it from another terminal:\n  npm run sluice -- kv put hello world\n  npm run sluice -- watch kv hello\n` +
+      "Stop with Ctrl-C (a second Ctrl-C forces exit).\n\n",
+  );
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) {
+        server.logger.warn({ signal: sig }, "second signal: forcing exit");
+        server.forceStop();
+        resolve(1);
+        return;
+      }
+      server.stop().then(
+        () => resolve(0),
+        (err) => {
+          server.logger.error({ err }, "shutdown failed");
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
