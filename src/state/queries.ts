@@ -66,15 +66,17 @@ export function* serviceChecks(root: StateRoot, name: string): IterableIterator<
   }
 }
 
-/** Distinct service names (lower-cased) with at least one instance, in order. */
+/** Distinct service names (lower-cased) with at least one instance, in order: one seek per name. */
 export function* serviceNames(root: StateRoot): IterableIterator<string> {
-  let last: string | undefined;
-  for (const [entry] of root.idx.servicesByName.entries()) {
+  let from = "";
+  for (;;) {
+    const next = root.idx.servicesByName.from(from).next();
+    if (next.done) return;
+    const entry = next.value[0];
     const name = entry.slice(0, entry.indexOf(SEP));
-    if (name !== last) {
-      last = name;
-      yield name;
-    }
+    yield name;
+    // Every entry of this name starts with name + SEP (U+0000): skip past them all.
+    from = `${name}\u0001`;
   }
 }
 

@@ -186,13 +186,17 @@ export class Store {
   commit(txn: Txn): Promise<CommitResult> {
     if (this.closed) return Promise.reject(new StoreClosedError());
     if (this.failed) return Promise.reject(new StoreFailedError({ cause: this.failed }));
+    let own: Txn;
     try {
-      validateTxn(txn);
+      // The transaction is applied a moment later: take a private copy, then validate that
+      // copy, so a caller reusing its buffers or ops cannot change what was checked.
+      own = structuredClone(txn);
+      validateTxn(own);
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise<CommitResult>((resolve, reject) => {
-      this.queue.push({ txn, resolve, reject });
+      this.queue.push({ txn: own, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.drain());
