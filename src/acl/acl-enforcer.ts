@@ -41,12 +41,15 @@ export class AclEnforcer {
     req: Omit<SubscribeRequest, "token" | "filter">,
     secret: string | undefined,
   ): Promise<Subscription> {
-    const resolved = await this.resolve(secret);
-    return this.subscribeResolved(req, resolved);
+    for (;;) {
+      const resolved = await this.resolve(secret);
+      // An ACL change while resolving may have revoked the token: resolve again, so that no
+      // subscription opens with rules a commit has already taken back.
+      if (resolved.generation === this.resolver.generation) return this.open(req, resolved);
+    }
   }
 
-  /** Like {@link subscribe} with a token already resolved. */
-  subscribeResolved(req: Omit<SubscribeRequest, "token" | "filter">, resolved: ResolvedToken): Subscription {
+  private open(req: Omit<SubscribeRequest, "token" | "filter">, resolved: ResolvedToken): Subscription {
     if (!this.resolver.enabled) return this.publisher.subscribe(req);
     const sub = this.publisher.subscribe({
       ...req,
@@ -110,7 +113,7 @@ export class AclEnforcer {
     ) {
       return;
     }
-    this.resolver.invalidate(commit.changes);
+    this.resolver.invalidate(commit.changes, commit.index);
     if (!this.resolver.enabled) return;
     let closed = 0;
     for (const secret of AclEnforcer.affectedSecrets(commit, before, after)) {

@@ -16,6 +16,8 @@ export interface ResolvedToken {
   /** The key that the publisher files the token's subscriptions under. */
   readonly secret: string;
   readonly authorizer: Authorizer;
+  /** The resolver's generation when this was resolved: stale once ACL tables change. */
+  readonly generation: number;
 }
 
 export interface ResolverOptions {
@@ -41,6 +43,10 @@ export class TokenResolver {
   private readonly cache: LRUCache<string, Cached>;
   private readonly parsed = new Map<string, { modifyIndex: number; rules: PolicyRules }>();
   private readonly now: () => number;
+  /** Bumped by every ACL table change; resolutions from an older generation are stale. */
+  generation = 0;
+  /** Index of the last commit that changed an ACL table. */
+  private lastAclIndex = 0;
 
   constructor(readonly opts: ResolverOptions) {
     this.cache = new LRUCache({ max: opts.cacheSize ?? 10_000 });
@@ -53,23 +59,29 @@ export class TokenResolver {
 
   /** Resolves a secret against `root`. Throws {@link TokenNotFoundError} for an unknown or expired token. */
   async resolve(root: StateRoot, secret: string | undefined): Promise<ResolvedToken> {
-    if (!this.opts.enabled)
-      return { token: undefined, secret: secret || ANONYMOUS_SECRET, authorizer: ALLOW_ALL };
     const key = secret || ANONYMOUS_SECRET;
+    if (!this.opts.enabled) {
+      return { token: undefined, secret: key, authorizer: ALLOW_ALL, generation: this.generation };
+    }
     const hit = this.cache.get(key);
-    if (hit && !this.expired(hit.token)) return { token: hit.token, secret: key, authorizer: hit.authorizer };
+    if (hit && !this.expired(hit.token)) {
+      return { token: hit.token, secret: key, authorizer: hit.authorizer, generation: this.generation };
+    }
     const token = queries.tokenBySecret(root, key);
+    let authorizer: Authorizer;
     if (!token) {
       if (key !== ANONYMOUS_SECRET) throw new TokenNotFoundError();
       // No anonymous token in the store: the default policy alone decides.
-      const authorizer = compileAuthorizer([], this.opts.defaultPolicy);
-      this.cache.set(key, { token: undefined, authorizer });
-      return { token: undefined, secret: key, authorizer };
+      authorizer = compileAuthorizer([], this.opts.defaultPolicy);
+    } else {
+      if (this.expired(token)) throw new TokenNotFoundError();
+      authorizer = compileAuthorizer(await this.rulesOf(root, token), this.opts.defaultPolicy);
     }
-    if (this.expired(token)) throw new TokenNotFoundError();
-    const authorizer = compileAuthorizer(await this.rulesOf(root, token), this.opts.defaultPolicy);
+    // Resolved against a root older than the last ACL change (handed an old root, or the
+    // change landed while policies were parsed): stale, so neither cached nor current.
+    if (root.index < this.lastAclIndex) return { token, secret: key, authorizer, generation: -1 };
     this.cache.set(key, { token, authorizer });
-    return { token, secret: key, authorizer };
+    return { token, secret: key, authorizer, generation: this.generation };
   }
 
   private expired(token: ACLTokenRow | undefined): boolean {
@@ -97,8 +109,8 @@ export class TokenResolver {
     return out;
   }
 
-  /** Drops cached resolutions after ACL table changes. */
-  invalidate(changes: readonly Change[]): void {
+  /** Drops cached resolutions after ACL table changes made by the commit at `index`. */
+  invalidate(changes: readonly Change[], index: number): void {
     let any = false;
     for (const c of changes) {
       if (c.table === "aclPolicies") {
@@ -106,6 +118,10 @@ export class TokenResolver {
         any = true;
       } else if (c.table === "aclTokens" || c.table === "aclRoles") any = true;
     }
-    if (any) this.cache.clear();
+    if (any) {
+      this.generation++;
+      this.lastAclIndex = Math.max(this.lastAclIndex, index);
+      this.cache.clear();
+    }
   }
 }

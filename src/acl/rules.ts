@@ -45,8 +45,9 @@ function fail(reason: string): never {
 }
 
 function accessOf(v: unknown, where: string, resource: string): Access {
-  if (typeof v !== "string" || !ACCESS_VALUES.has(v))
-    fail(`${where}: policy must be one of deny, read, list, write`);
+  if (typeof v !== "string" || !ACCESS_VALUES.has(v)) {
+    fail(`${where}: policy must be one of deny, read, list, write (got ${JSON.stringify(v)})`);
+  }
   if (v === "list" && resource !== "key") fail(`${where}: "list" applies to keys only`);
   return v as Access;
 }
@@ -98,16 +99,25 @@ export async function parseRules(text: string): Promise<PolicyRules> {
   if (trimmed.startsWith("{")) {
     let doc: unknown;
     try {
-      doc = JSON.parse(trimmed);
+      doc = JSON.parse(text);
     } catch (err) {
       const pos = /position (\d+)/.exec(String((err as Error).message));
-      const at = pos ? Number(pos[1]) : undefined;
-      const line = at === undefined ? undefined : trimmed.slice(0, at).split("\n").length;
-      throw new PolicyRulesError(`malformed JSON: ${(err as Error).message}`, line, undefined, {
-        cause: err,
-      });
+      // Without a position the parser ran off the end: the fault is on the last line.
+      const upTo = pos ? text.slice(0, Number(pos[1])) : text.trimEnd();
+      throw new PolicyRulesError(
+        `malformed JSON: ${(err as Error).message}`,
+        upTo.split("\n").length,
+        undefined,
+        {
+          cause: err,
+        },
+      );
     }
-    return rulesFromJson(doc);
+    try {
+      return rulesFromJson(doc);
+    } catch (err) {
+      throw locate(err, text);
+    }
   }
   let json: unknown;
   try {
@@ -131,10 +141,21 @@ function locate(err: unknown, text: string): unknown {
   if (!m) return err;
   const key = m[1] ?? m[2]!;
   const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  const re = new RegExp(`^\\s*${esc(key)}\\b${m[3] !== undefined ? `\\s*"${esc(m[3])}"` : ""}`);
+  const re = new RegExp(`^\\s*"?${esc(key)}"?\\b${m[3] !== undefined ? `\\s*:?\\s*"${esc(m[3])}"` : ""}`);
   const lines = text.split("\n");
-  const i = lines.findIndex((l) => re.test(l));
-  return i < 0 ? err : new PolicyRulesError(err.reason, i + 1, undefined, { cause: err.cause });
+  const candidates = lines.flatMap((l, i) => (re.test(l) ? [i] : []));
+  // With several blocks of the same label, the one holding the bad value is meant.
+  const bad = /\(got ("(?:[^"\\]|\\.)*")\)$/.exec(err.reason)?.[1];
+  const holds = (i: number): boolean => {
+    if (bad === undefined) return true;
+    for (let j = i; j < lines.length; j++) {
+      if (j > i && re.test(lines[j]!)) return false;
+      if (lines[j]!.includes(bad)) return true;
+    }
+    return false;
+  };
+  const i = candidates.find(holds) ?? candidates[0];
+  return i === undefined ? err : new PolicyRulesError(err.reason, i + 1, undefined, { cause: err.cause });
 }
 
 /** The rules of Consul's built-in global-management policy. */

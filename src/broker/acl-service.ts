@@ -119,7 +119,10 @@ export function aclService(deps: BrokerDeps): ACLHandlers {
     }),
     ListTokens: unary(async (_req, call) => {
       await need(call.metadata, "read");
-      return { index: root().index, tokens: [...root().aclTokens.values()].map((t) => tokenToWire(t, false)) };
+      return {
+        index: root().index,
+        tokens: [...root().aclTokens.values()].map((t) => tokenToWire(t, false)),
+      };
     }),
     DeleteToken: unary(async (req, call) => {
       await need(call.metadata, "write");

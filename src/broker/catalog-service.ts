@@ -6,7 +6,8 @@ import { type CheckStatus, type Op, queries } from "../state/index.js";
 import { type BrokerDeps, resolveCall, unary } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
 
-const orUndefined = (v: string | undefined | null): string | undefined => (v === "" || v == null ? undefined : v);
+const orUndefined = (v: string | undefined | null): string | undefined =>
+  v === "" || v == null ? undefined : v;
 
 function checkOp(c: Check__Output, node: string, serviceId: string | undefined): Op {
   return {
@@ -109,18 +110,28 @@ export function catalogService(deps: BrokerDeps): CatalogHandlers {
       for (const svc of queries.serviceInstances(root, req.service)) {
         const node = queries.getNode(root, svc.Node);
         if (!node) continue;
-        if (!authorizer.allows("service", svc.Service, "read") || !authorizer.allows("node", svc.Node, "read")) continue;
+        if (
+          !authorizer.allows("service", svc.Service, "read") ||
+          !authorizer.allows("node", svc.Node, "read")
+        )
+          continue;
         if (req.tag && !svc.Tags.includes(req.tag)) continue;
         const checks = queries.instanceChecks(root, svc.Node, svc.ID);
         if (req.passing_only && checks.some((c) => c.Status !== "passing")) continue;
-        instances.push({ node: nodeToWire(node), service: serviceToWire(svc), checks: checks.map(checkToWire) });
+        instances.push({
+          node: nodeToWire(node),
+          service: serviceToWire(svc),
+          checks: checks.map(checkToWire),
+        });
       }
       return { index: root.index, instances };
     }),
     ListNodes: unary(async (_req, call) => {
       const { authorizer } = await resolveCall(deps, call.metadata);
       const root = deps.publisher.state;
-      const nodes = [...root.nodes.values()].filter((n) => authorizer.allows("node", n.Node, "read")).map(nodeToWire);
+      const nodes = [...root.nodes.values()]
+        .filter((n) => authorizer.allows("node", n.Node, "read"))
+        .map(nodeToWire);
       return { index: root.index, nodes };
     }),
   };

@@ -23,7 +23,9 @@ const SERVICES = ["sluice.v1.StateChangeSubscription", "sluice.v1.Catalog", "slu
 /** The gRPC face of Sluice: Subscribe, the write and read APIs, health and reflection. */
 export class GrpcServer {
   private readonly server = new grpc.Server(SERVER_OPTIONS);
-  private readonly health = new HealthImplementation(Object.fromEntries([["", "SERVING"], ...SERVICES.map((s) => [s, "SERVING"])]));
+  private readonly health = new HealthImplementation(
+    Object.fromEntries([["", "SERVING"], ...SERVICES.map((s) => [s, "SERVING"])]),
+  );
 
   constructor(private readonly deps: BrokerDeps) {
     // Subscribe writes frames that are already encoded: the serializer passes bytes through.
@@ -32,7 +34,9 @@ export class GrpcServer {
       ...streamDef.Subscribe,
       responseSerialize: (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
     } as unknown as typeof streamDef.Subscribe;
-    this.server.addService(streamDef, { Subscribe: makeSubscribeHandler(deps) } as grpc.UntypedServiceImplementation);
+    this.server.addService(streamDef, {
+      Subscribe: makeSubscribeHandler(deps),
+    } as grpc.UntypedServiceImplementation);
     this.server.addService(sluiceV1.Catalog.service, catalogService(deps));
     this.server.addService(sluiceV1.KV.service, kvService(deps));
     this.server.addService(sluiceV1.ACL.service, aclService(deps));

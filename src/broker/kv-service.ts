@@ -44,7 +44,9 @@ export function kvService(deps: BrokerDeps): KVHandlers {
     }),
     Delete: unary(async (req, call) => {
       const cas = req.cas !== undefined && req.cas !== null ? { cas: Number(req.cas) } : {};
-      const op: Op = req.recurse ? { op: "kv.deleteTree", prefix: req.key } : { op: "kv.delete", key: req.key, ...cas };
+      const op: Op = req.recurse
+        ? { op: "kv.deleteTree", prefix: req.key }
+        : { op: "kv.delete", key: req.key, ...cas };
       return commit(call.metadata, [op]);
     }),
   };

@@ -1,4 +1,4 @@
-import { status as Status, type StatusObject, Metadata } from "@grpc/grpc-js";
+import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
 import {
   AclDisabledError,
   BootstrapDoneError,
@@ -40,7 +40,8 @@ function codeOf(err: unknown): Status {
   if (err instanceof SubscriptionForceClosedError) return Status.ABORTED;
   if (err instanceof ShuttingDownError || err instanceof StoreClosedError) return Status.UNAVAILABLE;
   if (err instanceof StoreFailedError) return Status.UNAVAILABLE;
-  if (err instanceof TokenNotFoundError || err instanceof PermissionDeniedError) return Status.PERMISSION_DENIED;
+  if (err instanceof TokenNotFoundError || err instanceof PermissionDeniedError)
+    return Status.PERMISSION_DENIED;
   if (
     err instanceof InvalidSubjectError ||
     err instanceof ValidationError ||
@@ -49,7 +50,8 @@ function codeOf(err: unknown): Status {
   ) {
     return Status.INVALID_ARGUMENT;
   }
-  if (err instanceof CasFailedError || err instanceof MissingReferenceError) return Status.FAILED_PRECONDITION;
+  if (err instanceof CasFailedError || err instanceof MissingReferenceError)
+    return Status.FAILED_PRECONDITION;
   if (err instanceof BootstrapDoneError || err instanceof AclDisabledError) return Status.FAILED_PRECONDITION;
   if (err instanceof ConflictError) return Status.ALREADY_EXISTS;
   if (err instanceof NotFoundError) return Status.NOT_FOUND;

@@ -57,14 +57,14 @@ export function makeSubscribeHandler(deps: BrokerDeps) {
       const index = Number(req.index ?? 0);
       const token = req.token || metadataToken(call.metadata);
       // Resolve first: an unknown token is refused before anything else is revealed.
-      const resolved = await deps.enforcer.resolve(token);
+      await deps.enforcer.resolve(token);
       if (index > deps.publisher.index) {
         const reached = await deps.publisher.whenIndex(index, waitMs, abort.signal);
         if (!reached) throw new IndexAheadError(index, deps.publisher.index);
       }
       const n = perPeer.get(peer) ?? 0;
       if (n >= maxPerConn) throw new TooManySubscriptionsError(maxPerConn, "connection");
-      const sub = deps.enforcer.subscribeResolved({ topic, subject, index }, resolved);
+      const sub = await deps.enforcer.subscribe({ topic, subject, index }, token);
       perPeer.set(peer, n + 1);
       counted = true;
       abort.signal.addEventListener("abort", () => sub.unsubscribe(), { once: true });

@@ -36,16 +36,29 @@ interface WireChange {
   a?: unknown;
 }
 
-/** A commit as the log stores it: before- and after-images, so history can be rebuilt from the log alone. */
-export function encodeCommit(commit: Commit): Buffer {
+const b64 = (v: Uint8Array): { $b: string } => ({
+  $b: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64"),
+});
+
+/** Only KV rows hold bytes; converting them up front keeps JSON.stringify on its fast path (no replacer). */
+function wireRow(table: Change["table"], row: Change["before"]): unknown {
+  if (row === undefined || table !== "kv") return row;
+  return { ...row, Value: b64((row as { Value: Uint8Array }).Value) };
+}
+
+/**
+ * A commit as the log stores it (JSON text): before- and after-images, so history can be
+ * rebuilt from the log alone.
+ */
+export function encodeCommit(commit: Commit): string {
   const c: WireChange[] = commit.changes.map((ch) => ({
     t: ch.table,
     o: ch.op,
     k: ch.key,
-    b: ch.before,
-    a: ch.after,
+    b: wireRow(ch.table, ch.before),
+    a: wireRow(ch.table, ch.after),
   }));
-  return Buffer.from(encodeJson({ i: commit.index, c }), "utf8");
+  return JSON.stringify({ i: commit.index, c });
 }
 
 export function decodeCommit(buf: Buffer): Commit {

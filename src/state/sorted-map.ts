@@ -8,8 +8,8 @@
  * the state root holds these maps by reference instead of proxying thousands of chunks.
  */
 
-const CHUNK_MAX = 128;
-const CHUNK_MIN = 32;
+const CHUNK_MAX = 256;
+const CHUNK_MIN = 64;
 
 interface Chunk<V> {
   readonly keys: readonly string[];
@@ -27,13 +27,17 @@ function lowerBound(keys: readonly string[], key: string): number {
   return lo;
 }
 
+// Chunks and the chunk list are private and never handed out, so they are not frozen:
+// freezing them cost more than the rest of a write together.
 function chunk<V>(keys: string[], vals: V[]): Chunk<V> {
-  Object.freeze(keys);
-  Object.freeze(vals);
-  return Object.freeze({ keys, vals });
+  return { keys, vals };
 }
 
 export class SortedMap<V> {
+  /** Most entries in one chunk; a larger chunk splits. */
+  static readonly CHUNK_MAX = CHUNK_MAX;
+  /** Fewest entries in a chunk before it merges with a neighbour. */
+  static readonly CHUNK_MIN = CHUNK_MIN;
   static readonly EMPTY: SortedMap<never> = new SortedMap<never>([], 0);
 
   static empty<V>(): SortedMap<V> {
@@ -63,10 +67,7 @@ export class SortedMap<V> {
     private readonly chunks: readonly Chunk<V>[],
     /** Number of entries. */
     readonly size: number,
-  ) {
-    Object.freeze(chunks);
-    Object.freeze(this);
-  }
+  ) {}
 
   /** Index of the chunk that holds, or would hold, `key`. */
   private chunkFor(key: string): number {

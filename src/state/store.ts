@@ -9,7 +9,7 @@ import { emptyRoot, type MutableRoot, type StateRoot } from "./schema.js";
 import { listSnapshots, pruneSnapshots, readSnapshot, writeSnapshot } from "./snapshot.js";
 import type { Change, Commit, CommitResult, FsyncMode, Index, Txn } from "./types.js";
 import { validateTxn } from "./validate.js";
-import { deleteSegmentsUpTo, encodeRecord, LogWriter, listSegments, readSegment } from "./wal.js";
+import { deleteSegmentsUpTo, encodeRecords, LogWriter, listSegments, readSegment } from "./wal.js";
 
 /** Where log lines go; pino's logger fits. */
 export interface StoreLogger {
@@ -244,7 +244,7 @@ export class Store {
     const durable = this.log
       ? this.log.append(
           commits[0]!.index,
-          Buffer.concat(commits.map((c) => encodeRecord(c.index, encodeCommit(c)))),
+          encodeRecords(commits.map((c) => ({ index: c.index, text: encodeCommit(c) }))),
         )
       : Promise.resolve();
     this.inflight = durable.then(
