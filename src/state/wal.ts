@@ -7,7 +7,7 @@ import {
   readFileSync,
   unlinkSync,
 } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { CorruptLogError, StoreFailedError } from "./errors.js";
@@ -24,6 +24,9 @@ import type { FsyncMode, Index } from "./types.js";
 
 export const HEADER_BYTES = 20;
 const SEGMENT_RE = /^wal-(\d{16})\.log$/;
+/** A preallocated file waiting to become the next segment. */
+const SPARE = "wal-spare.tmp";
+const ZEROS = Buffer.alloc(1024 * 1024);
 
 export function segmentName(first: number): string {
   return `wal-${String(first).padStart(16, "0")}.log`;
@@ -118,7 +121,8 @@ export function readSegment(file: string, isLast: boolean): ReadResult {
     if (end > buf.length) return torn("record extends past the end of the file");
     const crc = buf.readUInt32LE(off + 8);
     if (crc32(buf.subarray(off + 12, end)) !== crc) {
-      if (end === buf.length) return torn("checksum mismatch in the last record");
+      // Only zeros after it (the preallocated rest of the segment): a write the crash cut.
+      if (end === buf.length || allZero(buf, end)) return torn("checksum mismatch in the last record");
       throw new CorruptLogError(file, off, "checksum mismatch");
     }
     const index = Number(buf.readBigUInt64LE(off + 12)) as Index;
@@ -161,6 +165,8 @@ export class LogWriter {
   private dirty = false;
   private readonly timer: NodeJS.Timeout | undefined;
   private idle: Promise<void> = Promise.resolve();
+  /** The preallocated spare segment being prepared; resolves true when it is ready. */
+  private spare: Promise<boolean> = Promise.resolve(false);
   private markIdle: () => void = () => {};
 
   constructor(
@@ -225,15 +231,16 @@ export class LogWriter {
       await this.openSegment(first);
     }
     const fh = this.fh!;
-    const bufs = batch.map((p) => p.buf);
+    let bufs = batch.map((p) => p.buf);
     let bytes = 0;
     for (const b of bufs) bytes += b.length;
+    // Positional writes into a preallocated file: the file's size does not change, so the
+    // fdatasync that follows flushes data blocks only, not the inode.
     let written = 0;
     while (written < bytes) {
-      const { bytesWritten } = await fh.writev(
-        written === 0 ? bufs : [Buffer.concat(bufs).subarray(written)],
-      );
+      const { bytesWritten } = await fh.writev(bufs, this.segmentSize + written);
       written += bytesWritten;
+      if (written < bytes) bufs = [Buffer.concat(bufs).subarray(bytesWritten)];
     }
     this.segmentSize += bytes;
     if (this.opts.fsync === "always") {
@@ -246,18 +253,33 @@ export class LogWriter {
   }
 
   private async openSegment(first: number): Promise<void> {
-    const reuse = this.current && !this.rotateRequested && this.fh === undefined;
+    const reuse = this.current !== undefined && !this.rotateRequested && this.fh === undefined;
     if (this.fh) {
-      if (this.dirty) await this.fh.datasync();
+      // Cut the unused preallocated tail: only the last segment may end in zeros.
+      await this.fh.truncate(this.segmentSize);
+      await this.fh.datasync();
       await this.fh.close();
       this.fh = undefined;
     }
-    const seg = reuse ? this.current! : { file: join(this.opts.dir, segmentName(first)), first };
-    this.fh = await open(seg.file, "a");
-    this.segmentSize = (await this.fh.stat()).size;
-    if (!reuse) syncDir(this.opts.dir);
-    this.current = seg;
+    if (reuse) {
+      this.fh = await open(this.current!.file, "r+");
+      this.segmentSize = (await this.fh.stat()).size;
+    } else {
+      const seg = { file: join(this.opts.dir, segmentName(first)), first };
+      const spare = join(this.opts.dir, SPARE);
+      if (!(await this.spare)) await preallocate(spare, this.opts.segmentBytes);
+      await rename(spare, seg.file);
+      syncDir(this.opts.dir);
+      this.fh = await open(seg.file, "r+");
+      this.segmentSize = 0;
+      this.current = seg;
+    }
     this.rotateRequested = false;
+    // Prepare the next segment's file in the background, so rotation does not wait for it.
+    this.spare = preallocate(join(this.opts.dir, SPARE), this.opts.segmentBytes).then(
+      () => true,
+      () => false,
+    );
   }
 
   private async backgroundSync(): Promise<void> {
@@ -281,10 +303,26 @@ export class LogWriter {
     if (this.timer) clearInterval(this.timer);
     await this.drained();
     if (this.fh) {
+      await this.fh.truncate(this.segmentSize);
       if (this.opts.fsync !== "never") await this.fh.datasync();
       await this.fh.close();
       this.fh = undefined;
     }
+    await this.spare;
+    await rm(join(this.opts.dir, SPARE), { force: true });
+  }
+}
+
+/** Writes a file of `bytes` zeros and syncs it: real blocks, so later writes need no allocation. */
+async function preallocate(file: string, bytes: number): Promise<void> {
+  const fh = await open(file, "w");
+  try {
+    for (let off = 0; off < bytes; off += ZEROS.length) {
+      await fh.write(ZEROS, 0, Math.min(ZEROS.length, bytes - off), off);
+    }
+    await fh.datasync();
+  } finally {
+    await fh.close();
   }
 }
 
