@@ -64,7 +64,8 @@ export function catalogService(deps: BrokerDeps): CatalogHandlers {
           },
         });
       }
-      for (const c of req.checks) txn.push(checkOp(c, n.node, s ? s.id || s.service : undefined));
+      // As in Consul's catalog API, a check without a ServiceID is a node-level check.
+      for (const c of req.checks) txn.push(checkOp(c, n.node, undefined));
       return commit(call.metadata, txn);
     }),
     Deregister: unary(async (req, call) => {

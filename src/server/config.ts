@@ -86,8 +86,12 @@ function coerce(key: Key, raw: unknown, source: string): unknown {
   const { kind, min } = SCHEMA[key];
   const setting = source === "flag" ? `--${flagName(key)}` : source === "environment" ? envName(key) : key;
   if (kind === "string") {
-    if (typeof raw !== "string" || raw === "") throw new ConfigError(setting, "must be a non-empty string", source);
-    if ((key === "grpcAddr" || key === "httpAddr") && !/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(raw)) {
+    if (typeof raw !== "string" || raw === "")
+      throw new ConfigError(setting, "must be a non-empty string", source);
+    if (
+      (key === "grpcAddr" || key === "httpAddr") &&
+      !/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(raw)
+    ) {
       throw new ConfigError(setting, `must be host:port, got "${raw}"`, source);
     }
     return raw;
@@ -99,9 +103,12 @@ function coerce(key: Key, raw: unknown, source: string): unknown {
     throw new ConfigError(setting, `must be true or false, got "${String(raw)}"`, source);
   }
   if (kind === "int") {
-    const n = typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-    if (!Number.isSafeInteger(n)) throw new ConfigError(setting, `must be an integer, got "${String(raw)}"`, source);
-    if (min !== undefined && n < min) throw new ConfigError(setting, `must be at least ${min}, got ${n}`, source);
+    const n =
+      typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(n))
+      throw new ConfigError(setting, `must be an integer, got "${String(raw)}"`, source);
+    if (min !== undefined && n < min)
+      throw new ConfigError(setting, `must be at least ${min}, got ${n}`, source);
     return n;
   }
   if (typeof raw !== "string" || !kind.oneOf.includes(raw)) {
@@ -123,7 +130,9 @@ export function loadConfig(flags: Readonly<Record<string, unknown>>, env: NodeJS
     try {
       doc = JSON.parse(readFileSync(file, "utf8"));
     } catch (err) {
-      throw new ConfigError("config", `cannot read ${file}: ${(err as Error).message}`, "flag", { cause: err });
+      throw new ConfigError("config", `cannot read ${file}: ${(err as Error).message}`, "flag", {
+        cause: err,
+      });
     }
     if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
       throw new ConfigError("config", `${file} must hold a JSON object`, "config file");

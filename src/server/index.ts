@@ -1,3 +1,11 @@
 /** The server process: configuration and the composition root. Public face. */
-export { ConfigError, DEFAULTS, type ServerConfig, SETTINGS, envName, flagName, loadConfig } from "./config.js";
+export {
+  ConfigError,
+  DEFAULTS,
+  envName,
+  flagName,
+  loadConfig,
+  SETTINGS,
+  type ServerConfig,
+} from "./config.js";
 export { SluiceServer } from "./sluice-server.js";

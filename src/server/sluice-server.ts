@@ -27,13 +27,17 @@ export class SluiceServer {
     readonly admin: AclAdmin,
   ) {}
 
-  static async start(config: ServerConfig, logger: Logger = pino({ level: config.logLevel })): Promise<SluiceServer> {
+  static async start(
+    config: ServerConfig,
+    logger: Logger = pino({ level: config.logLevel }),
+  ): Promise<SluiceServer> {
     const dataDir = config.dev ? undefined : resolve(config.dataDir);
     const store = await Store.open({
       ...(dataDir ? { dataDir } : { inMemory: true }),
       fsync: config.fsync,
       snapshotEvery: config.snapshotEvery,
       historyRetain: config.historyMaxEvents,
+      initialize: true,
       logger,
     });
     const publisher = EventPublisher.attach(store, {
@@ -42,7 +46,10 @@ export class SluiceServer {
       progressIntervalMs: config.progressIntervalMs,
       maxSubscriptionsPerToken: config.maxSubscriptionsPerToken,
     });
-    const resolver = new TokenResolver({ enabled: config.aclEnabled, defaultPolicy: config.aclDefaultPolicy });
+    const resolver = new TokenResolver({
+      enabled: config.aclEnabled,
+      defaultPolicy: config.aclDefaultPolicy,
+    });
     const enforcer = new AclEnforcer(publisher, resolver, logger);
     const admin = new AclAdmin(store, config.aclEnabled, logger);
     await admin.ensureAnonymous();

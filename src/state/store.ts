@@ -34,6 +34,12 @@ export interface StoreOptions {
   /** Size at which a log segment is closed and a new one started (default 64 MiB). */
   readonly segmentBytes?: number;
   readonly logger?: StoreLogger;
+  /**
+   * Give a brand-new store a creation commit (index 1, no changes), so that its index is
+   * never 0 once open: a snapshot at index 0 cannot be told apart from one at index 1 by a
+   * resuming client. The server sets this; bare stores in tests may leave it off.
+   */
+  readonly initialize?: boolean;
   /** Observes each fsync's duration (metrics). */
   readonly onFsync?: (ms: number) => void;
 }
@@ -76,7 +82,7 @@ export class Store {
   private readonly listeners = new Set<CommitListener>();
   private lastSnapshotIndex: number;
   private snapshotting = false;
-  private readonly opts: Required<Omit<StoreOptions, "dataDir" | "onFsync">> &
+  private readonly opts: Required<Omit<StoreOptions, "dataDir" | "onFsync" | "initialize">> &
     Pick<StoreOptions, "dataDir" | "onFsync">;
   private inflight: Promise<unknown> = Promise.resolve();
   private readonly recoveryRoot: StateRoot;
@@ -107,7 +113,8 @@ export class Store {
       dataDir: options.dataDir === undefined ? undefined : resolve(options.dataDir),
       onFsync: options.onFsync,
     };
-    if (opts.inMemory) return new Store(emptyRoot(), undefined, [], opts, undefined);
+    if (opts.inMemory)
+      return Store.initialized(new Store(emptyRoot(), undefined, [], opts, undefined), options);
     if (!opts.dataDir) throw new TypeError("Store.open: dataDir is required unless inMemory");
     const dir = opts.dataDir;
     mkdirSync(dir, { recursive: true });
@@ -122,11 +129,21 @@ export class Store {
         { dir, fsync: opts.fsync, segmentBytes: opts.segmentBytes, onFsync: opts.onFsync },
         append,
       );
-      return new Store(root, log, history, opts, lockFile);
+      const store = new Store(root, log, history, opts, lockFile);
+      return await Store.initialized(store, options);
     } catch (err) {
       releaseDirLock(lockFile);
       throw err;
     }
+  }
+
+  private static async initialized(store: Store, options: StoreOptions): Promise<Store> {
+    if (!options.initialize || store.index !== 0) return store;
+    await new Promise<CommitResult>((resolve, reject) => {
+      store.queue.push({ txn: [], resolve, reject });
+      store.drain();
+    });
+    return store;
   }
 
   /** The root as of the last durable commit: what readers and subscribers see. */

@@ -131,7 +131,8 @@ export class EventPublisher implements SubscriptionHost {
   private readonly touched: SubjectStream[] = [];
   private readonly batches = new Map<SubjectStream, Event[]>();
   private readonly hooks: CommitHook[] = [];
-  private indexWaiters: { index: number; resolve: (reached: boolean) => void }[] = [];
+  private indexWaiters: { index: number; resolve: (reached: boolean) => void; reject: (e: Error) => void }[] =
+    [];
 
   constructor(root: StateRoot, opts: PublisherOptions = {}) {
     this.root = root;
@@ -358,14 +359,23 @@ export class EventPublisher implements SubscriptionHost {
    * (or when `signal` aborts). Used to hold a client that resumes ahead of this server.
    */
   whenIndex(index: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    // Rejects with ShuttingDownError if the publisher shuts down meanwhile.
     if (this.index >= index) return Promise.resolve(true);
-    return new Promise((resolve) => {
+    if (this.stopped) return Promise.reject(new ShuttingDownError());
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
       const entry = {
         index,
         resolve: (reached: boolean) => {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", onAbort);
+          done();
           resolve(reached);
+        },
+        reject: (e: Error) => {
+          done();
+          reject(e);
         },
       };
       const drop = (): void => {
@@ -524,7 +534,7 @@ export class EventPublisher implements SubscriptionHost {
     this.detach?.();
     if (this.timer) clearInterval(this.timer);
     for (const sub of [...this.all]) sub.closeWithError(new ShuttingDownError());
-    for (const w of this.indexWaiters.splice(0)) w.resolve(false);
+    for (const w of this.indexWaiters.splice(0)) w.reject(new ShuttingDownError());
   }
 
   /** Sizes, for tests and metrics. */

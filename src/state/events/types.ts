@@ -31,7 +31,7 @@ export interface ServiceHealthPayload {
 /** A service name's first instance appeared (register) or its last one went (deregister). */
 export interface ServiceListPayload {
   readonly op: "register" | "deregister";
-  /** The service name, lower-cased. */
+  /** The service name as its first instance registered it (the subject is its lower-case form). */
   readonly name: string;
 }
 
