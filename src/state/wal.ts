@@ -7,7 +7,7 @@ import {
   readFileSync,
   unlinkSync,
 } from "node:fs";
-import { type FileHandle, open, rename, rm } from "node:fs/promises";
+import { type FileHandle, open } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { CorruptLogError, StoreFailedError } from "./errors.js";
@@ -24,8 +24,8 @@ import type { FsyncMode, Index } from "./types.js";
 
 export const HEADER_BYTES = 20;
 const SEGMENT_RE = /^wal-(\d{16})\.log$/;
-/** A preallocated file waiting to become the next segment. */
-const SPARE = "wal-spare.tmp";
+/** Segments grow by this much zero-filled space at a time, ahead of the records. */
+const PREALLOC_BYTES = 4 * 1024 * 1024;
 const ZEROS = Buffer.alloc(1024 * 1024);
 
 export function segmentName(first: number): string {
@@ -165,8 +165,8 @@ export class LogWriter {
   private dirty = false;
   private readonly timer: NodeJS.Timeout | undefined;
   private idle: Promise<void> = Promise.resolve();
-  /** The preallocated spare segment being prepared; resolves true when it is ready. */
-  private spare: Promise<boolean> = Promise.resolve(false);
+  /** Bytes of the segment that exist on disk (records plus zero-filled space). */
+  private allocated = 0;
   private markIdle: () => void = () => {};
 
   constructor(
@@ -234,7 +234,8 @@ export class LogWriter {
     let bufs = batch.map((p) => p.buf);
     let bytes = 0;
     for (const b of bufs) bytes += b.length;
-    // Positional writes into a preallocated file: the file's size does not change, so the
+    if (this.segmentSize + bytes > this.allocated) await this.extend(this.segmentSize + bytes);
+    // Positional writes into zero-filled space: the file's size does not change, so the
     // fdatasync that follows flushes data blocks only, not the inode.
     let written = 0;
     while (written < bytes) {
@@ -252,10 +253,21 @@ export class LogWriter {
     }
   }
 
+  /** Fills the segment with zeros up to past `needed`, in PREALLOC_BYTES steps, and syncs that. */
+  private async extend(needed: number): Promise<void> {
+    const fh = this.fh!;
+    const target = Math.max(needed, this.allocated + PREALLOC_BYTES);
+    for (let off = this.allocated; off < target; off += ZEROS.length) {
+      await fh.write(ZEROS, 0, Math.min(ZEROS.length, target - off), off);
+    }
+    if (this.opts.fsync !== "never") await fh.datasync();
+    this.allocated = target;
+  }
+
   private async openSegment(first: number): Promise<void> {
     const reuse = this.current !== undefined && !this.rotateRequested && this.fh === undefined;
     if (this.fh) {
-      // Cut the unused preallocated tail: only the last segment may end in zeros.
+      // Cut the unused zero-filled tail: only the last segment may end in zeros.
       await this.fh.truncate(this.segmentSize);
       await this.fh.datasync();
       await this.fh.close();
@@ -266,20 +278,13 @@ export class LogWriter {
       this.segmentSize = (await this.fh.stat()).size;
     } else {
       const seg = { file: join(this.opts.dir, segmentName(first)), first };
-      const spare = join(this.opts.dir, SPARE);
-      if (!(await this.spare)) await preallocate(spare, this.opts.segmentBytes);
-      await rename(spare, seg.file);
+      this.fh = await open(seg.file, "w+");
       syncDir(this.opts.dir);
-      this.fh = await open(seg.file, "r+");
       this.segmentSize = 0;
       this.current = seg;
     }
+    this.allocated = this.segmentSize;
     this.rotateRequested = false;
-    // Prepare the next segment's file in the background, so rotation does not wait for it.
-    this.spare = preallocate(join(this.opts.dir, SPARE), this.opts.segmentBytes).then(
-      () => true,
-      () => false,
-    );
   }
 
   private async backgroundSync(): Promise<void> {
@@ -308,21 +313,6 @@ export class LogWriter {
       await this.fh.close();
       this.fh = undefined;
     }
-    await this.spare;
-    await rm(join(this.opts.dir, SPARE), { force: true });
-  }
-}
-
-/** Writes a file of `bytes` zeros and syncs it: real blocks, so later writes need no allocation. */
-async function preallocate(file: string, bytes: number): Promise<void> {
-  const fh = await open(file, "w");
-  try {
-    for (let off = 0; off < bytes; off += ZEROS.length) {
-      await fh.write(ZEROS, 0, Math.min(ZEROS.length, bytes - off), off);
-    }
-    await fh.datasync();
-  } finally {
-    await fh.close();
   }
 }
 

@@ -31,46 +31,52 @@ export const serviceHealthHandler: TopicHandler = {
   normalizeKey: (key) => key.toLowerCase(),
 
   eventsOf(commit: Commit, before: StateRoot, after: StateRoot): Event[] {
-    const deregisters = new Map<string, ServiceRow>();
-    const touched = new Set<string>(); // node SEP serviceId, to register from `after`
+    // Instances (node SEP service ID) the commit may have changed. Their state before and
+    // after is read from the roots, not from the change rows, so that several changes to one
+    // instance within a transaction (rename then deregister, say) net out correctly.
+    const touched = new Set<string>();
     const touchNode = (node: string): void => {
-      for (const s of nodeServices(after, node)) touched.add(s.Node + SEP + s.ID);
+      for (const root of [before, after])
+        for (const s of nodeServices(root, node)) touched.add(s.Node + SEP + s.ID);
     };
     for (const ch of commit.changes) {
       switch (ch.table) {
-        case "services": {
-          const b = ch.before;
-          const a = ch.after;
-          if (b && (!a || b.Service !== a.Service)) deregisters.set(b.Node + SEP + b.ID, b);
-          if (a) touched.add(a.Node + SEP + a.ID);
+        case "services":
+          for (const row of [ch.before, ch.after]) if (row) touched.add(row.Node + SEP + row.ID);
           break;
-        }
-        case "checks": {
-          const row = (ch.after ?? ch.before)!;
-          if (row.ServiceID === "") touchNode(row.Node);
-          else touched.add(row.Node + SEP + row.ServiceID);
+        case "checks":
+          // A check may move between owners: both the old and the new owner change.
+          for (const row of [ch.before, ch.after]) {
+            if (!row) continue;
+            if (row.ServiceID === "") touchNode(row.Node);
+            else touched.add(row.Node + SEP + row.ServiceID);
+          }
           break;
-        }
         case "nodes":
-          if (ch.after) touchNode(ch.after.Node);
+          touchNode((ch.after ?? ch.before)!.Node);
           break;
         default:
           break;
       }
     }
-    const out: Event[] = [];
-    for (const svc of deregisters.values()) {
-      const e = instanceEvent(before, svc, "deregister", commit.index);
-      if (e) out.push(e);
-    }
+    const deregisters: Event[] = [];
+    const registers: Event[] = [];
     for (const key of touched) {
       const sep = key.indexOf(SEP);
-      const svc = getService(after, key.slice(0, sep), key.slice(sep + 1));
-      if (!svc) continue;
-      const e = instanceEvent(after, svc, "register", commit.index);
-      if (e) out.push(e);
+      const node = key.slice(0, sep);
+      const id = key.slice(sep + 1);
+      const was = getService(before, node, id);
+      const is = getService(after, node, id);
+      if (was && (!is || was.Service !== is.Service)) {
+        const e = instanceEvent(before, was, "deregister", commit.index);
+        if (e) deregisters.push(e);
+      }
+      if (is) {
+        const e = instanceEvent(after, is, "register", commit.index);
+        if (e) registers.push(e);
+      }
     }
-    return out;
+    return deregisters.concat(registers);
   },
 
   snapshot(subject: Subject, root: StateRoot): Event[] {
