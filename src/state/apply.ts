@@ -47,8 +47,12 @@ class TxnApplier {
     this.changes.push({ table, op, key, before, after } as Change);
   }
 
+  /** Adds the indexes to a row literal made for this write (no copy: it is ours alone). */
   private stamp<R extends AnyRow>(row: Omit<R, "CreateIndex" | "ModifyIndex">, before: R | undefined): R {
-    return { ...row, CreateIndex: before?.CreateIndex ?? this.index, ModifyIndex: this.index } as R;
+    const r = row as Record<string, unknown>;
+    r.CreateIndex = before?.CreateIndex ?? this.index;
+    r.ModifyIndex = this.index;
+    return row as R;
   }
 
   private cas(table: TableName, key: string, expected: number | undefined, row: AnyRow | undefined): void {
@@ -199,7 +203,8 @@ class TxnApplier {
         const row = this.stamp<TableRows["kv"]>(
           {
             Key: op.key,
-            Value: new Uint8Array(op.value),
+            // The store's private copy of the transaction: no need to copy the bytes again.
+            Value: op.value,
             Flags: op.flags ?? 0,
             LockIndex: before?.LockIndex ?? 0,
           },

@@ -8,8 +8,8 @@
  * the state root holds these maps by reference instead of proxying thousands of chunks.
  */
 
-const CHUNK_MAX = 256;
-const CHUNK_MIN = 64;
+const CHUNK_MAX = 128;
+const CHUNK_MIN = 32;
 
 interface Chunk<V> {
   readonly keys: readonly string[];
