@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 /**
  * Installs what the integration tests start for real. nats-server comes from Debian's
@@ -14,6 +15,14 @@ function ensureDebianPackage(binary: string, pkg: string): void {
   execFileSync("apt-get", ["install", "-y", "-qq", pkg], { stdio: "inherit", env });
 }
 
+/** Builds dist/ once (codegen + tsc), for the tests that run the built `sluice` binary. */
+function build(): void {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  console.log("[test setup] building dist/ (npm run build) for the CLI tests");
+  execFileSync("npm", ["run", "build"], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+}
+
 export default function setup(): void {
   ensureDebianPackage("nats-server", "nats-server");
+  build();
 }

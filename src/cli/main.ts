@@ -1,7 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError } from "../server/index.js";
 import { COMMANDS } from "./client-commands.js";
-import { serverCommand } from "./server-command.js";
 
 const USAGE = `sluice <command> [flags]
 
@@ -22,7 +20,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return cmd ? 0 : 2;
   }
-  if (cmd === "server") return serverCommand(rest);
+  if (cmd === "server") {
+    // Loaded only when needed: client commands start without the whole server.
+    const { serverCommand } = await import("./server-command.js");
+    return serverCommand(rest);
+  }
   const command = COMMANDS[cmd];
   if (!command) {
     process.stderr.write(`sluice: unknown command "${cmd}"\n\n${USAGE}`);
@@ -36,7 +38,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith?.("ERR_PARSE_ARGS")) {
+    if ((err as { code?: string }).code?.startsWith?.("ERR_PARSE_ARGS")) {
       process.stderr.write(`sluice: ${(err as Error).message}\n`);
       process.exitCode = 2;
       return;

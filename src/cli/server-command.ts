@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { SETTINGS, SluiceServer, flagName, loadConfig } from "../server/index.js";
+import { ConfigError, flagName, loadConfig, SETTINGS, SluiceServer } from "../server/index.js";
 
 const BOOL_FLAGS = new Set(["dev", "acl-enabled"]);
 
@@ -25,14 +25,25 @@ environment variables, then flags, in that order.
 
 /** `sluice server`: runs until SIGTERM/SIGINT; a second signal forces exit. */
 export async function serverCommand(argv: string[]): Promise<number> {
-  const options: Record<string, { type: "string" | "boolean" }> = { config: { type: "string" }, help: { type: "boolean" } };
-  for (const k of SETTINGS) options[flagName(k)] = { type: BOOL_FLAGS.has(flagName(k)) ? "boolean" : "string" };
+  const options: Record<string, { type: "string" | "boolean" }> = {
+    config: { type: "string" },
+    help: { type: "boolean" },
+  };
+  for (const k of SETTINGS)
+    options[flagName(k)] = { type: BOOL_FLAGS.has(flagName(k)) ? "boolean" : "string" };
   const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
   if (values.help) {
     process.stdout.write(SERVER_USAGE);
     return 0;
   }
-  const config = loadConfig(values, process.env);
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(values, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`sluice: ${err.message}\n`);
+    return 2;
+  }
   const server = await SluiceServer.start(config);
   const port = server.grpcPort;
   const where = config.dev ? "in memory (--dev: nothing is kept)" : `in ${config.dataDir}`;

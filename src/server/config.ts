@@ -150,6 +150,6 @@ export function loadConfig(flags: Readonly<Record<string, unknown>>, env: NodeJS
     const v = flags[flagName(k)];
     if (v !== undefined) out[k] = coerce(k, v, "flag");
   }
-  if (out.dev === true) out.aclEnabled = false;
+  // --dev means in memory with ACLs off by default; an explicit --acl-enabled still counts.
   return out as unknown as ServerConfig;
 }

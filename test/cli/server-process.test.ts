@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 
 /*
  * `sluice server` as a person runs it: the built binary, a real data dir, real signals.
@@ -12,10 +12,7 @@ const ROOT = resolve(import.meta.dirname, "../..");
 const BIN = join(ROOT, "dist/cli/main.js");
 const dirs: string[] = [];
 
-beforeAll(() => {
-  const r = spawnSync("npm", ["run", "build"], { cwd: ROOT, encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`build failed:\n${r.stdout}\n${r.stderr}`);
-}, 180_000);
+// dist/ is built once by the test setup (test/global-setup.ts).
 
 afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
