@@ -1,11 +1,27 @@
 #!/usr/bin/env node
-// Runs the whole vitest suite and prints "N passed, M failed[, K skipped]" alone on the last line,
-// which is what CI reads. Exits non-zero on any failure or when no test ran.
+// The whole test command: type-check, lint, then the vitest suite. Prints
+// "N passed, M failed[, K skipped]" alone on the last line, which is what CI reads; a failed
+// type-check or lint counts as one failure each. Exits non-zero on any failure or no test run.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+const checks = [
+  ["typecheck", ["run", "typecheck"]],
+  ["lint", ["run", "lint"]],
+];
+let checkFailures = 0;
+for (const [name, args] of checks) {
+  console.log(`\n[test] ${name}: npm ${args.join(" ")}`);
+  const r = spawnSync("npm", args, { stdio: "inherit" });
+  if (r.status !== 0) {
+    console.log(`[test] ${name} FAILED`);
+    checkFailures++;
+  }
+}
+
+console.log("\n[test] vitest: the whole suite");
 const dir = mkdtempSync(join(tmpdir(), "sluice-test-report-"));
 const report = join(dir, "report.json");
 const args = [
@@ -36,5 +52,6 @@ try {
 }
 rmSync(dir, { recursive: true, force: true });
 if (run.status !== 0 && failed === 0) failed = 1;
+failed += checkFailures;
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 process.exit(failed > 0 || passed === 0 ? 1 : 0);
