@@ -21,7 +21,20 @@ const SUITES: Readonly<Record<string, SuiteEntry>> = {
     summary: "state store commits/s (fsync always) vs etcd puts/s at 1/16/64 writers; lookup scaling",
     load: async () => (await import("./store.js")).suite,
   },
-  // publisher, acl, fanout, http, edge, broker: add `name: { summary, load }` as each lands.
+  publisher: {
+    summary:
+      "EventPublisher: commits/s vs idle subscriptions, deliveries/s to 1k readers, snapshot herd, memory/subscription",
+    load: async () => (await import("./publisher.js")).suite,
+  },
+  acl: {
+    summary: "ACL: filtered vs unfiltered delivery to 1k tokens; revocation latency of 10k subscriptions",
+    load: async () => (await import("./acl.js")).suite,
+  },
+  fanout: {
+    summary: "gRPC fan-out to 100/1k/10k subscribers: events/s, put-to-receive p50/p99, RSS/sub vs etcd",
+    load: async () => (await import("./fanout.js")).suite,
+  },
+  // http, edge, broker: add `name: { summary, load }` as each lands.
 };
 
 /** Flags every suite takes. */

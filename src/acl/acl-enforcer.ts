@@ -1,7 +1,7 @@
 import type { ACLTokenRow, Commit, StateRoot } from "../state/index.js";
 import { queries } from "../state/index.js";
 import type { EventPublisher, SubscribeRequest, Subscription } from "../stream/index.js";
-import { eventFilterFor } from "./event-filter.js";
+import { subscriptionFilter } from "./event-filter.js";
 import type { ResolvedToken, TokenResolver } from "./resolver.js";
 
 export interface EnforcerLogger {
@@ -54,7 +54,7 @@ export class AclEnforcer {
     const sub = this.publisher.subscribe({
       ...req,
       token: resolved.secret,
-      filter: eventFilterFor(resolved.authorizer),
+      filter: subscriptionFilter(resolved.authorizer, req.topic, req.subject),
     });
     this.armExpiry(resolved.secret, resolved.token);
     return sub;

@@ -3,7 +3,7 @@ export { AclAdmin, type LinkRef, type PolicyInput, type RoleInput, type TokenInp
 export { AclEnforcer } from "./acl-enforcer.js";
 export { ALLOW_ALL, type Authorizer, compileAuthorizer, type DefaultPolicy } from "./authorizer.js";
 export * from "./errors.js";
-export { eventFilterFor } from "./event-filter.js";
+export { eventFilterFor, subscriptionFilter } from "./event-filter.js";
 export { authorizeTxn, requirePermission } from "./permissions.js";
 export {
   ANONYMOUS_ACCESSOR,

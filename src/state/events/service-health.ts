@@ -59,6 +59,7 @@ export const serviceHealthHandler: TopicHandler = {
           break;
       }
     }
+    if (touched.size === 0) return [];
     const deregisters: Event[] = [];
     const registers: Event[] = [];
     for (const key of touched) {

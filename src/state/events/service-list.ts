@@ -28,6 +28,7 @@ export const serviceListHandler: TopicHandler = {
       if (ch.before) names.set(ch.before.Service.toLowerCase(), ch.before.Service);
       if (ch.after) names.set(ch.after.Service.toLowerCase(), ch.after.Service);
     }
+    if (names.size === 0) return [];
     const out: Event[] = [];
     for (const [lower, spelled] of names) {
       const was = serviceExists(before, lower);

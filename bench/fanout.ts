@@ -1,0 +1,849 @@
+/**
+ * Suite `fanout`: change delivery to many subscribers over gRPC on loopback, Sluice against
+ * etcd 3.4 with the same shape in the same run.
+ *
+ *   npm run bench -- fanout [--subscribers 100,1000,10000] [--per-key 10] [--writers 32]
+ *
+ * Shape, for each subscriber count N (Sluice first, then etcd, so that a noisy minute falls
+ * on both):
+ * - The server runs in its own process: Sluice as a forked `SluiceServer` (durable store in
+ *   the run's temp directory, fsync always, like etcd; `--sluice-store memory` for --dev),
+ *   etcd as a single member started by `lib/etcd.ts`.
+ * - N subscribers on K = ceil(N / per-key) KV keys (subscriber i watches key i mod K, so
+ *   each key has `per-key` subscribers), spread over `--clients` subscriber processes
+ *   (`lib/fanout-client.ts`) of `--channels` HTTP/2 connections each. Sluice: one
+ *   `Subscribe` stream per subscriber (topic KV, key subject). etcd: one `etcd3` watcher
+ *   per subscriber, `--etcd-watchers-per-stream` of them per watch stream.
+ * - idle memory: server RSS after full collections with no subscription, then with N idle
+ *   ones (etcd: VmRSS, no collection forced); the difference over N.
+ * - throughput: `--writers` closed-loop writers in this process put to the keys in turn
+ *   (Sluice `KV.Put`, etcd `put`), value = send time (CLOCK_MONOTONIC ns) + padding; after a
+ *   warm-up, every subscriber process counts the events it receives in its window:
+ *   delivered events/s. The writers stop, and every expected event must arrive (drain).
+ * - latency: an open-loop writer puts `--latency-rate` commits/s (the same offered load for
+ *   both systems, well below either one's capacity) and the subscriber processes record
+ *   put-to-receive latency (send time in the value vs. their clock).
+ */
+import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { Etcd3 } from "etcd3";
+import type { KVClient } from "../src/generated/sluice/v1/KV.js";
+import { sluiceV1 } from "../src/proto/index.js";
+import { Helper } from "./lib/child.js";
+import { processCpuSeconds } from "./lib/cpu.js";
+import { type EtcdServer, startEtcd } from "./lib/etcd.js";
+import type { OpenRequest, System, Totals, WindowResult } from "./lib/fanout-client.js";
+import { choiceListFlag, type FlagValues, intListFlag, numberFlag } from "./lib/flags.js";
+import { Histogram } from "./lib/histogram.js";
+import type { ServerMemory } from "./lib/sluice-server-child.js";
+import { describeSource, sourceState } from "./lib/source.js";
+import { fmtFixed, fmtInt, fmtMs, fmtRatio, type LatencySummary, median, table } from "./lib/stats.js";
+import type { Suite, SuiteContext } from "./lib/suite.js";
+
+const SYSTEMS = ["sluice", "etcd"] as const;
+const STORES = ["durable", "memory"] as const;
+type Store = (typeof STORES)[number];
+
+/** Targets (issue 5). */
+const TARGET_RATIO = 3;
+const TARGET_RATIO_AT = 1000;
+const TARGET_BYTES_PER_SUB = 10 * 1024;
+const TARGET_BYTES_AT = 10_000;
+
+const CLIENT_MODULE = fileURLToPath(new URL("./lib/fanout-client.ts", import.meta.url));
+const SERVER_MODULE = fileURLToPath(new URL("./lib/sluice-server-child.ts", import.meta.url));
+
+interface Config {
+  readonly systems: readonly System[];
+  readonly subscribers: readonly number[];
+  readonly perKey: number;
+  readonly writers: number;
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  readonly latencyRate: number;
+  readonly latencyMs: number;
+  readonly valueBytes: number;
+  readonly clients: number;
+  readonly channels: number;
+  readonly etcdWatchersPerStream: number;
+  readonly sluiceStore: Store;
+  readonly idleSettleMs: number;
+  readonly drainTimeoutMs: number;
+  readonly cpuProf: string | undefined;
+  readonly repeat: number;
+}
+
+function config(flags: FlagValues): Config {
+  const store = choiceListFlag(flags, "sluice-store", STORES)!;
+  const cpuProf = flags["cpu-prof"];
+  return {
+    systems: choiceListFlag(flags, "only", SYSTEMS)!,
+    subscribers: intListFlag(flags, "subscribers")!,
+    perKey: numberFlag(flags, "per-key", { min: 1, integer: true })!,
+    writers: numberFlag(flags, "writers", { min: 1, integer: true })!,
+    warmupMs: numberFlag(flags, "warmup", { min: 0 })! * 1000,
+    durationMs: numberFlag(flags, "duration", { min: 0.5 })! * 1000,
+    latencyRate: numberFlag(flags, "latency-rate", { min: 1 })!,
+    latencyMs: numberFlag(flags, "latency-duration", { min: 0.5 })! * 1000,
+    valueBytes: numberFlag(flags, "value-bytes", { min: 8, integer: true })!,
+    clients: numberFlag(flags, "clients", { min: 1, integer: true })!,
+    channels: numberFlag(flags, "channels", { min: 1, integer: true })!,
+    etcdWatchersPerStream: numberFlag(flags, "etcd-watchers-per-stream", { min: 1, integer: true })!,
+    sluiceStore: store[store.length - 1]!,
+    idleSettleMs: numberFlag(flags, "idle-settle", { min: 0 })! * 1000,
+    drainTimeoutMs: numberFlag(flags, "drain-timeout", { min: 1 })! * 1000,
+    repeat: numberFlag(flags, "repeat", { min: 1, integer: true })!,
+    cpuProf: typeof cpuProf === "string" && cpuProf !== "" ? cpuProf : undefined,
+  };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A value of `bytes` bytes whose first 8 hold the send time (CLOCK_MONOTONIC ns, LE). */
+function stampedValue(bytes: number): Buffer {
+  const buf = Buffer.alloc(bytes, 0x61);
+  const ns = Number(process.hrtime.bigint());
+  buf.writeUInt32LE(ns % 4294967296, 0);
+  buf.writeUInt32LE(Math.floor(ns / 4294967296), 4);
+  return buf;
+}
+
+/** VmRSS of a process in bytes (Linux /proc), NaN when unreadable. */
+function vmRss(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The server under test, as the suite drives it. */
+interface Target {
+  readonly system: System;
+  readonly pid: number;
+  /** Where subscribers connect (Sluice host:port, etcd client URL). */
+  readonly address: string;
+  /** Server memory; Sluice after full collections in the server process. */
+  memory(): Promise<{ rss: number; heapUsed?: number }>;
+  /** One write of `value` to `key`. */
+  put(key: string, value: Buffer): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Target> {
+  const dir = c.sluiceStore === "durable" ? ctx.tempDir(`sluice-n${n}`) : undefined;
+  const overrides = dir
+    ? { dataDir: dir, dev: false, fsync: "always", shutdownGraceMs: 2000 }
+    : { dev: true, shutdownGraceMs: 2000 };
+  const flags = ["--expose-gc"];
+  if (c.cpuProf)
+    // One directory per run: the main thread's profile is the largest file in it (tsx's
+    // loader thread writes one too).
+    flags.push("--cpu-prof", `--cpu-prof-dir=${join(c.cpuProf, `sluice-n${n}-${Date.now()}`)}`);
+  const server = Helper.fork(`sluice server (n=${n})`, SERVER_MODULE, flags, [JSON.stringify(overrides)]);
+  let kv: KVClient | undefined;
+  try {
+    const port = await server.call<number>("port");
+    const address = `127.0.0.1:${port}`;
+    ctx.log(
+      `[sluice n=${n}] server pid ${server.pid} on ${address}, ${dir ? `store in ${dir} (fsync always)` : "in-memory store (--dev)"}`,
+    );
+    kv = new sluiceV1.KV(address, grpc.credentials.createInsecure());
+    const client = kv;
+    return {
+      system: "sluice",
+      pid: server.pid,
+      address,
+      memory: () => server.call<ServerMemory>("memory"),
+      put: (key, value) =>
+        new Promise((resolve, reject) =>
+          client.Put({ key, value }, (err, res) => (err ? reject(err) : resolve(res))),
+        ),
+      stop: async () => {
+        client.close();
+        await server.stop();
+        if (dir) ctx.removeDir(dir);
+      },
+    };
+  } catch (err) {
+    kv?.close();
+    await server.stop();
+    throw err;
+  }
+}
+
+async function startEtcdTarget(ctx: SuiteContext, n: number): Promise<Target> {
+  const dir = ctx.tempDir(`etcd-n${n}`);
+  const server: EtcdServer = await startEtcd({
+    dataDir: dir,
+    keepData: ctx.keep,
+    log: (l) => ctx.log(`[etcd n=${n}] ${l}`),
+  });
+  const client = new Etcd3({ hosts: server.clientUrl });
+  return {
+    system: "etcd",
+    pid: server.pid,
+    address: server.clientUrl,
+    memory: async () => ({ rss: vmRss(server.pid) }),
+    put: (key, value) => client.put(key).value(value).exec(),
+    stop: async () => {
+      client.close();
+      await server.stop();
+    },
+  };
+}
+
+/** CPU seconds of the server, the subscriber processes and this process (writers). */
+class CpuSplit {
+  private t0 = 0;
+  private s0 = 0;
+  private c0 = 0;
+  private o0 = 0;
+  constructor(
+    private readonly server: number,
+    private readonly clients: readonly number[],
+  ) {}
+  private read(): [number, number, number] {
+    const u = process.cpuUsage();
+    return [
+      processCpuSeconds(this.server),
+      this.clients.reduce((a, pid) => a + processCpuSeconds(pid), 0),
+      (u.user + u.system) / 1e6,
+    ];
+  }
+  start(): void {
+    this.t0 = performance.now();
+    [this.s0, this.c0, this.o0] = this.read();
+  }
+  /** Cores used since start: server, subscriber processes, this process. */
+  stop(): Cores {
+    const secs = (performance.now() - this.t0) / 1000;
+    const [s, cl, o] = this.read();
+    return { server: (s - this.s0) / secs, clients: (cl - this.c0) / secs, writer: (o - this.o0) / secs };
+  }
+}
+
+interface Cores {
+  readonly server: number;
+  readonly clients: number;
+  readonly writer: number;
+}
+
+interface Phase {
+  /** Acknowledged writes inside the window (as seen by the writer) and their rate. */
+  readonly commits: number;
+  readonly commitsPerSec: number;
+  /** Events received by all subscribers inside their windows, and the summed rate. */
+  readonly delivered: number;
+  readonly deliveredPerSec: number;
+  /** Events per stream message (Sluice frames batch commits; etcd batches per response). */
+  readonly eventsPerMessage: number;
+  /** Put-to-receive latency of the events received in the window, ms. */
+  readonly latencyMs: LatencySummary;
+  readonly cores: Cores;
+  /** Time from the writers' stop to the last expected event arriving. */
+  readonly drainMs: number;
+}
+
+interface RunResult {
+  readonly system: System;
+  readonly subscribers: number;
+  readonly keys: number;
+  readonly openMs: number;
+  readonly idle: {
+    readonly rssBefore: number;
+    readonly rssIdle: number;
+    readonly bytesPerSub: number;
+    readonly heapBytesPerSub?: number;
+  };
+  readonly throughput: Phase;
+  readonly latency: Phase & { readonly offeredPerSec: number };
+  /** Expected events (acknowledged puts × subscribers of their key) minus received. */
+  readonly missing: number;
+  readonly totals: Totals;
+}
+
+/** The subscriber processes of one run. */
+class Subscribers {
+  private constructor(readonly helpers: readonly Helper[]) {}
+
+  static async open(c: Config, t: Target, keyOf: (i: number) => string, n: number): Promise<Subscribers> {
+    const procs = Math.min(c.clients, n);
+    const helpers = Array.from({ length: procs }, (_, p) =>
+      Helper.fork(`subscriber process ${p + 1}/${procs}`, CLIENT_MODULE),
+    );
+    const subs = new Subscribers(helpers);
+    try {
+      await Promise.all(
+        helpers.map((h, p) => {
+          const keys: string[] = [];
+          for (let i = p; i < n; i += procs) keys.push(keyOf(i));
+          const req: OpenRequest = {
+            system: t.system,
+            address: t.system === "sluice" ? t.address : t.address.replace(/^http:\/\//, ""),
+            keys,
+            channels: c.channels,
+            watchersPerStream: c.etcdWatchersPerStream,
+          };
+          return h.call("open", req);
+        }),
+      );
+    } catch (err) {
+      await subs.close();
+      throw err;
+    }
+    return subs;
+  }
+
+  get pids(): number[] {
+    return this.helpers.map((h) => h.pid);
+  }
+
+  async reset(): Promise<void> {
+    await Promise.all(this.helpers.map((h) => h.call("reset")));
+  }
+
+  async collect(): Promise<{ delivered: number; perSec: number; messages: number; hist: Histogram }> {
+    const rs = await Promise.all(this.helpers.map((h) => h.call<WindowResult>("collect")));
+    const hist = new Histogram();
+    let delivered = 0;
+    let perSec = 0;
+    let messages = 0;
+    for (const r of rs) {
+      hist.merge(r.latency);
+      delivered += r.events;
+      messages += r.messages;
+      perSec += (r.events * 1000) / r.windowMs;
+    }
+    return { delivered, perSec, messages, hist };
+  }
+
+  async totals(): Promise<Totals> {
+    const ts = await Promise.all(this.helpers.map((h) => h.call<Totals>("totals")));
+    return ts.reduce((a, t) => ({
+      events: a.events + t.events,
+      disorder: a.disorder + t.disorder,
+      resets: a.resets + t.resets,
+      progress: a.progress + t.progress,
+      errors: a.errors + t.errors,
+      firstError: a.firstError ?? t.firstError,
+    }));
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.helpers.map((h) => h.call("close")));
+    await Promise.all(this.helpers.map((h) => h.stop()));
+  }
+}
+
+async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): Promise<RunResult> {
+  const label = `[${system} n=${fmtInt(n)}]`;
+  const keys = Math.ceil(n / c.perKey);
+  const keyName = (k: number) => `fanout/${k}`;
+  const subsOfKey = new Float64Array(keys);
+  for (let i = 0; i < n; i++) subsOfKey[i % keys]!++;
+
+  const t = system === "sluice" ? await startSluice(ctx, c, n) : await startEtcdTarget(ctx, n);
+  let subs: Subscribers | undefined;
+  try {
+    // Create the keys first, so that every subscriber starts from the same non-empty state.
+    for (let k = 0; k < keys; k++) await t.put(keyName(k), stampedValue(c.valueBytes));
+    await sleep(500);
+    const before = await t.memory();
+
+    ctx.log(
+      `${label} opening ${fmtInt(n)} subscriptions on ${fmtInt(keys)} keys (${c.perKey} per key) from ` +
+        `${Math.min(c.clients, n)} processes × ${c.channels} connections` +
+        (system === "etcd" ? `, ${c.etcdWatchersPerStream} watchers per watch stream` : ""),
+    );
+    const o0 = performance.now();
+    subs = await Subscribers.open(c, t, (i) => keyName(i % keys), n);
+    const openMs = performance.now() - o0;
+    await sleep(c.idleSettleMs);
+    const idleMem = await t.memory();
+    const idle = {
+      rssBefore: before.rss,
+      rssIdle: idleMem.rss,
+      bytesPerSub: (idleMem.rss - before.rss) / n,
+      heapBytesPerSub:
+        before.heapUsed !== undefined && idleMem.heapUsed !== undefined
+          ? (idleMem.heapUsed - before.heapUsed) / n
+          : undefined,
+    };
+    ctx.log(
+      `${label} all subscribed in ${fmtMs(openMs)}; server RSS ${fmtMiB(before.rss)} → ${fmtMiB(idleMem.rss)} ` +
+        `= ${fmtBytes(idle.bytesPerSub)} per idle subscription` +
+        (idle.heapBytesPerSub !== undefined ? ` (heap ${fmtBytes(idle.heapBytesPerSub)})` : ""),
+    );
+
+    let expected = 0;
+    let nextKey = 0;
+    const put = async () => {
+      const k = nextKey;
+      nextKey = (nextKey + 1) % keys;
+      await t.put(keyName(k), stampedValue(c.valueBytes));
+      expected += subsOfKey[k]!;
+    };
+    const base = (await subs.totals()).events;
+    const drain = async (): Promise<number> => {
+      const d0 = performance.now();
+      for (;;) {
+        const tot = await subs!.totals();
+        if (tot.events - base >= expected) return performance.now() - d0;
+        if (performance.now() - d0 > c.drainTimeoutMs) {
+          ctx.log(`${label} drain timed out: ${fmtInt(expected - (tot.events - base))} events missing`);
+          return Number.NaN;
+        }
+        await sleep(20);
+      }
+    };
+    const cpu = new CpuSplit(t.pid, subs.pids);
+
+    // Throughput: closed-loop writers.
+    ctx.log(
+      `${label} throughput: ${c.writers} closed-loop writers, warm-up ${c.warmupMs / 1000} s, measure ${c.durationMs / 1000} s`,
+    );
+    let running = true;
+    let acked = 0;
+    let failure: unknown;
+    const loops = Array.from({ length: c.writers }, async () => {
+      while (running) {
+        try {
+          await put();
+          acked++;
+        } catch (err) {
+          failure ??= err;
+          running = false;
+        }
+      }
+    });
+    const ticker = setInterval(() => ctx.progress(`${label} ${fmtInt(acked)} puts acknowledged`), 1000);
+    let tp: Phase;
+    try {
+      await sleep(c.warmupMs);
+      await subs.reset();
+      cpu.start();
+      const a0 = acked;
+      const w0 = performance.now();
+      await sleep(c.durationMs);
+      const win = await subs.collect();
+      const cores = cpu.stop();
+      const commits = acked - a0;
+      const wMs = performance.now() - w0;
+      running = false;
+      await Promise.all(loops);
+      if (failure) throw failure;
+      const drainMs = await drain();
+      tp = {
+        commits,
+        commitsPerSec: (commits * 1000) / wMs,
+        delivered: win.delivered,
+        deliveredPerSec: win.perSec,
+        eventsPerMessage: win.messages > 0 ? win.delivered / win.messages : Number.NaN,
+        latencyMs: win.hist.summaryMs(),
+        cores,
+        drainMs,
+      };
+    } finally {
+      running = false;
+      clearInterval(ticker);
+      await Promise.all(loops);
+    }
+    ctx.log(
+      `${label} throughput: ${fmtInt(tp.commitsPerSec)} puts/s → ${fmtInt(tp.deliveredPerSec)} events/s delivered ` +
+        `(${fmtFixed(tp.eventsPerMessage, 2)} events/message), latency p50 ${fmtMs(tp.latencyMs.p50)} ` +
+        `p99 ${fmtMs(tp.latencyMs.p99)}; CPU server ${fmtFixed(tp.cores.server, 2)} + subscribers ` +
+        `${fmtFixed(tp.cores.clients, 2)} + writers ${fmtFixed(tp.cores.writer, 2)}; drained in ${fmtMs(tp.drainMs)}`,
+    );
+
+    // Latency: open-loop writer at a fixed rate.
+    ctx.log(`${label} latency: ${fmtInt(c.latencyRate)} puts/s open loop for ${c.latencyMs / 1000} s`);
+    const lat = await openLoop(c, put, async () => {
+      await subs!.reset();
+      cpu.start();
+    });
+    const lwin = await subs.collect();
+    const lcores = cpu.stop();
+    const ldrain = await drain();
+    const latency = {
+      offeredPerSec: c.latencyRate,
+      commits: lat.commits,
+      commitsPerSec: (lat.commits * 1000) / lat.ms,
+      delivered: lwin.delivered,
+      deliveredPerSec: lwin.perSec,
+      eventsPerMessage: lwin.messages > 0 ? lwin.delivered / lwin.messages : Number.NaN,
+      latencyMs: lwin.hist.summaryMs(),
+      cores: lcores,
+      drainMs: ldrain,
+    };
+    ctx.log(
+      `${label} latency: ${fmtInt(latency.commitsPerSec)} puts/s → ${fmtInt(latency.deliveredPerSec)} events/s, ` +
+        `p50 ${fmtMs(latency.latencyMs.p50)} p90 ${fmtMs(latency.latencyMs.p90)} p99 ${fmtMs(latency.latencyMs.p99)} ` +
+        `max ${fmtMs(latency.latencyMs.max)}; CPU server ${fmtFixed(lcores.server, 2)} + subscribers ` +
+        `${fmtFixed(lcores.clients, 2)} + writer ${fmtFixed(lcores.writer, 2)}`,
+    );
+
+    const totals = await subs.totals();
+    const missing = expected - (totals.events - base);
+    if (totals.disorder || totals.resets || totals.errors || missing) {
+      ctx.log(
+        `${label} WARNING: ${fmtInt(missing)} events missing, ${totals.disorder} out of order, ` +
+          `${totals.resets} resets, ${totals.errors} errors${totals.firstError ? ` (${totals.firstError})` : ""}`,
+      );
+    }
+    return { system, subscribers: n, keys, openMs, idle, throughput: tp, latency, missing, totals };
+  } finally {
+    await subs?.close();
+    await t.stop();
+  }
+}
+
+/**
+ * Puts at `rate`/s without waiting for acknowledgements (up to 10,000 in flight), for
+ * `latencyMs` after a 0.5 s warm-up; `onWindow` runs as the measured part begins.
+ */
+async function openLoop(
+  c: Config,
+  put: () => Promise<void>,
+  onWindow: () => Promise<void>,
+): Promise<{ commits: number; ms: number }> {
+  const warmMs = 500;
+  let issued = 0;
+  let acked = 0;
+  let inFlight = 0;
+  let failure: unknown;
+  const pending = new Set<Promise<void>>();
+  const t0 = performance.now();
+  let wStart = Number.POSITIVE_INFINITY;
+  let wAcked0 = 0;
+  let windowing: Promise<void> | undefined;
+  await new Promise<void>((resolve) => {
+    const tick = setInterval(() => {
+      const now = performance.now();
+      if (failure || now - t0 >= warmMs + c.latencyMs) {
+        clearInterval(tick);
+        resolve();
+        return;
+      }
+      if (windowing === undefined && now - t0 >= warmMs) {
+        windowing = onWindow().then(() => {
+          wStart = performance.now();
+          wAcked0 = acked;
+        });
+      }
+      const due = Math.floor(((now - t0) / 1000) * c.latencyRate);
+      while (issued < due && inFlight < 10_000) {
+        issued++;
+        inFlight++;
+        const p = put().then(
+          () => {
+            inFlight--;
+            acked++;
+          },
+          (err) => {
+            inFlight--;
+            failure ??= err;
+          },
+        );
+        pending.add(p);
+        void p.finally(() => pending.delete(p));
+      }
+    }, 2);
+  });
+  await windowing;
+  const ms = performance.now() - wStart;
+  const commits = acked - wAcked0;
+  await Promise.all(pending);
+  if (failure) throw failure;
+  return { commits, ms };
+}
+
+const fmtMiB = (b: number) => (Number.isFinite(b) ? `${(b / 2 ** 20).toFixed(1)} MiB` : "-");
+const fmtBytes = (b: number) =>
+  !Number.isFinite(b) ? "-" : Math.abs(b) >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b.toFixed(0)} B`;
+
+/** Medians over the repeats of one system at one subscriber count. */
+interface Summary {
+  readonly commitsPerSec: number;
+  readonly deliveredPerSec: number;
+  readonly eventsPerMessage: number;
+  readonly satP50Ms: number;
+  readonly satP99Ms: number;
+  readonly cores: Cores;
+  readonly fixedP50Ms: number;
+  readonly fixedP99Ms: number;
+  readonly fixedCores: Cores;
+  readonly bytesPerSub: number;
+  readonly heapBytesPerSub: number;
+  readonly openMs: number;
+}
+
+function summarizeRuns(runs: readonly RunResult[]): Summary | undefined {
+  if (runs.length === 0) return undefined;
+  const med = (f: (r: RunResult) => number | undefined) =>
+    median(runs.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x)));
+  return {
+    commitsPerSec: med((r) => r.throughput.commitsPerSec),
+    deliveredPerSec: med((r) => r.throughput.deliveredPerSec),
+    eventsPerMessage: med((r) => r.throughput.eventsPerMessage),
+    satP50Ms: med((r) => r.throughput.latencyMs.p50),
+    satP99Ms: med((r) => r.throughput.latencyMs.p99),
+    cores: {
+      server: med((r) => r.throughput.cores.server),
+      clients: med((r) => r.throughput.cores.clients),
+      writer: med((r) => r.throughput.cores.writer),
+    },
+    fixedP50Ms: med((r) => r.latency.latencyMs.p50),
+    fixedP99Ms: med((r) => r.latency.latencyMs.p99),
+    fixedCores: {
+      server: med((r) => r.latency.cores.server),
+      clients: med((r) => r.latency.cores.clients),
+      writer: med((r) => r.latency.cores.writer),
+    },
+    bytesPerSub: med((r) => r.idle.bytesPerSub),
+    heapBytesPerSub: med((r) => r.idle.heapBytesPerSub),
+    openMs: med((r) => r.openMs),
+  };
+}
+
+/** Median of paired ratios and their range. */
+interface Ratio {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+function ratioOf(xs: readonly number[]): Ratio | undefined {
+  const ok = xs.filter((x) => Number.isFinite(x));
+  if (ok.length === 0) return undefined;
+  return { median: median(ok), min: Math.min(...ok), max: Math.max(...ok) };
+}
+
+interface Row {
+  readonly subscribers: number;
+  readonly runs: readonly { rep: number; sluice?: RunResult; etcd?: RunResult }[];
+  readonly sluice?: Summary;
+  readonly etcd?: Summary;
+  /** Sluice over etcd, per pair: delivered events/s, p99 at the fixed rate, RSS per idle subscription. */
+  readonly delivered?: Ratio;
+  readonly fixedP99?: Ratio;
+  readonly memory?: Ratio;
+}
+
+function makeRow(subscribers: number, runs: Row["runs"]): Row {
+  const paired = runs.filter((r) => r.sluice && r.etcd);
+  const ratios = (f: (x: RunResult) => number) => ratioOf(paired.map((p) => f(p.sluice!) / f(p.etcd!)));
+  return {
+    subscribers,
+    runs,
+    sluice: summarizeRuns(runs.flatMap((r) => (r.sluice ? [r.sluice] : []))),
+    etcd: summarizeRuns(runs.flatMap((r) => (r.etcd ? [r.etcd] : []))),
+    delivered: ratios((x) => x.throughput.deliveredPerSec),
+    fixedP99: ratios((x) => x.latency.latencyMs.p99),
+    memory: ratios((x) => x.idle.bytesPerSub),
+  };
+}
+
+const fmtCores = (c: Cores) =>
+  `${fmtFixed(c.server, 2)} + ${fmtFixed(c.clients, 2)} + ${fmtFixed(c.writer, 2)}`;
+const fmtRange = (r: Ratio | undefined) =>
+  r === undefined ? "-" : `${fmtRatio(r.median)} (${fmtRatio(r.min)}–${fmtRatio(r.max)})`;
+
+function resultTable(rows: readonly Row[]): string {
+  const lines = rows.flatMap((r) =>
+    SYSTEMS.flatMap((system) => {
+      const m = r[system];
+      return m ? [{ subscribers: r.subscribers, system, m }] : [];
+    }),
+  );
+  return table(
+    [
+      "subscribers",
+      "system",
+      "puts/s",
+      "delivered events/s",
+      "events/msg",
+      "p50 / p99 saturated",
+      "CPU srv + subs + writers",
+      "p50 / p99 at fixed rate",
+      "RSS / idle sub",
+      "heap / idle sub",
+    ],
+    lines.map(({ subscribers, system, m }) => [
+      fmtInt(subscribers),
+      system,
+      fmtInt(m.commitsPerSec),
+      fmtInt(m.deliveredPerSec),
+      fmtFixed(m.eventsPerMessage, 2),
+      `${fmtMs(m.satP50Ms)} / ${fmtMs(m.satP99Ms)}`,
+      fmtCores(m.cores),
+      `${fmtMs(m.fixedP50Ms)} / ${fmtMs(m.fixedP99Ms)}`,
+      fmtBytes(m.bytesPerSub),
+      fmtBytes(m.heapBytesPerSub),
+    ]),
+    ["right", "left"],
+  );
+}
+
+function ratioTable(rows: readonly Row[]): string {
+  return table(
+    [
+      "subscribers",
+      "delivered events/s Sluice/etcd",
+      "p99 at fixed rate Sluice/etcd",
+      "RSS per idle sub Sluice/etcd",
+    ],
+    rows
+      .filter((r) => r.delivered)
+      .map((r) => [fmtInt(r.subscribers), fmtRange(r.delivered), fmtRange(r.fixedP99), fmtRange(r.memory)]),
+  );
+}
+
+async function run(ctx: SuiteContext, flags: FlagValues): Promise<unknown> {
+  const c = config(flags);
+  const source = sourceState();
+  ctx.log(describeSource(source));
+  ctx.log(
+    `fanout suite: ${c.systems.join(", ")}; subscribers ${c.subscribers.map(fmtInt).join(", ")}, ${c.perKey} per key; ` +
+      `${c.writers} writers; ${c.valueBytes}-byte values; Sluice store ${c.sluiceStore}; ` +
+      `${c.clients} subscriber processes × ${c.channels} connections; ${c.repeat} repeat(s)`,
+  );
+  if (c.cpuProf) ctx.log(`Sluice server CPU profiles go to ${c.cpuProf}`);
+  const rows: Row[] = [];
+  for (const n of c.subscribers) {
+    const runs: { rep: number; sluice?: RunResult; etcd?: RunResult }[] = [];
+    for (let rep = 1; rep <= c.repeat; rep++) {
+      if (c.repeat > 1)
+        ctx.log(`--- ${fmtInt(n)} subscribers, repeat ${rep}/${c.repeat} (load ${loadavg()[0]!.toFixed(2)})`);
+      const pair: { rep: number; sluice?: RunResult; etcd?: RunResult } = { rep };
+      for (const system of c.systems) {
+        ctx.signal.throwIfAborted();
+        pair[system] = await runOne(ctx, c, system, n);
+      }
+      if (pair.sluice && pair.etcd) {
+        ctx.log(
+          `[n=${fmtInt(n)}] delivered events/s Sluice/etcd ${fmtRatio(pair.sluice.throughput.deliveredPerSec / pair.etcd.throughput.deliveredPerSec)}, ` +
+            `p99 at ${fmtInt(c.latencyRate)} puts/s ${fmtMs(pair.sluice.latency.latencyMs.p99)} vs ${fmtMs(pair.etcd.latency.latencyMs.p99)}`,
+        );
+      }
+      runs.push(pair);
+    }
+    rows.push(makeRow(n, runs));
+  }
+
+  ctx.log(
+    `\nFan-out over gRPC on loopback: ${c.perKey} subscribers per key, ${c.writers} closed-loop writers ` +
+      `(saturated = latency under that load), fixed rate = ${fmtInt(c.latencyRate)} puts/s open loop` +
+      (c.repeat > 1 ? `; medians of ${c.repeat} runs` : "") +
+      "\n",
+  );
+  ctx.log(resultTable(rows));
+  if (c.systems.length === 2) {
+    ctx.log("");
+    ctx.log(ratioTable(rows));
+  }
+
+  const at = (n: number) => rows.find((r) => r.subscribers === n);
+  const rAt = at(TARGET_RATIO_AT)?.delivered;
+  const p99 = rows
+    .filter((r) => r.sluice && r.etcd)
+    .map((r) => ({
+      subscribers: r.subscribers,
+      sluiceMs: r.sluice!.fixedP99Ms,
+      etcdMs: r.etcd!.fixedP99Ms,
+      met: r.sluice!.fixedP99Ms <= r.etcd!.fixedP99Ms,
+    }));
+  const mem = at(TARGET_BYTES_AT)?.sluice?.bytesPerSub;
+  const targets = {
+    deliveredRatio:
+      rAt === undefined
+        ? undefined
+        : { subscribers: TARGET_RATIO_AT, required: TARGET_RATIO, ...rAt, met: rAt.median >= TARGET_RATIO },
+    p99,
+    memory:
+      mem === undefined
+        ? undefined
+        : {
+            subscribers: TARGET_BYTES_AT,
+            requiredBytes: TARGET_BYTES_PER_SUB,
+            bytes: mem,
+            met: mem < TARGET_BYTES_PER_SUB,
+          },
+  };
+  ctx.log("");
+  const verdict = (met: boolean) => (met ? "MET" : "MISSED");
+  if (targets.deliveredRatio) {
+    ctx.log(
+      `target: delivered events/s >= ${TARGET_RATIO}x etcd at ${fmtInt(TARGET_RATIO_AT)} subscribers: ` +
+        `${fmtRange(rAt)} -> ${verdict(targets.deliveredRatio.met)}`,
+    );
+  }
+  for (const p of p99) {
+    ctx.log(
+      `target: p99 no worse than etcd at ${fmtInt(p.subscribers)} subscribers (${fmtInt(c.latencyRate)} puts/s): ` +
+        `${fmtMs(p.sluiceMs)} vs ${fmtMs(p.etcdMs)} -> ${verdict(p.met)}`,
+    );
+  }
+  if (targets.memory) {
+    ctx.log(
+      `target: < 10 KiB server memory per idle subscription at ${fmtInt(TARGET_BYTES_AT)}: ` +
+        `${fmtBytes(targets.memory.bytes)} -> ${verdict(targets.memory.met)}`,
+    );
+  }
+  return { config: c, source, rows, targets };
+}
+
+export const suite: Suite = {
+  flags: {
+    subscribers: {
+      type: "string",
+      description: "subscriber counts, comma-separated",
+      default: "100,1000,10000",
+    },
+    "per-key": {
+      type: "string",
+      description: "subscribers per key (keys = subscribers / this)",
+      default: "10",
+    },
+    writers: { type: "string", description: "closed-loop writers in the throughput phase", default: "32" },
+    warmup: { type: "string", description: "seconds of writing before the throughput window", default: "2" },
+    duration: { type: "string", description: "seconds of the throughput window", default: "5" },
+    "latency-rate": { type: "string", description: "puts/s of the open-loop latency phase", default: "500" },
+    "latency-duration": { type: "string", description: "seconds of the latency phase", default: "5" },
+    "value-bytes": { type: "string", description: "value size (first 8 bytes: send time)", default: "64" },
+    clients: { type: "string", description: "subscriber processes", default: "2" },
+    channels: { type: "string", description: "HTTP/2 connections per subscriber process", default: "2" },
+    "etcd-watchers-per-stream": {
+      type: "string",
+      description: "etcd watchers sharing one watch stream (one etcd3 client each)",
+      default: "100",
+    },
+    "sluice-store": {
+      type: "string",
+      description: `Sluice store: durable (data dir, fsync always) or memory (--dev)`,
+      default: "durable",
+    },
+    "idle-settle": { type: "string", description: "seconds idle before the memory reading", default: "2" },
+    "drain-timeout": {
+      type: "string",
+      description: "seconds to wait for every event to arrive",
+      default: "60",
+    },
+    repeat: {
+      type: "string",
+      description: "paired Sluice+etcd runs per subscriber count (medians)",
+      default: "3",
+    },
+    only: {
+      type: "string",
+      description: `systems to run, some of ${SYSTEMS.join(",")}`,
+      default: "sluice,etcd",
+    },
+    "cpu-prof": { type: "string", description: "directory for a --cpu-prof profile of each Sluice server" },
+  },
+  run,
+};
