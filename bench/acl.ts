@@ -62,6 +62,9 @@ function config(flags: FlagValues): Config {
 }
 
 const key = (k: string): Subject => ({ kind: SubjectKind.Key, key: k });
+// The filtered-delivery subscribers watch a prefix: a single-key subscription is decided
+// once at subscribe time and would not exercise the per-event filter at all.
+const prefix = (p: string): Subject => ({ kind: SubjectKind.Prefix, prefix: p });
 
 /** Timestamps of the next commit's publication, taken by publisher hooks around the enforcer's. */
 interface Marks {
@@ -192,7 +195,7 @@ async function runFilter(ctx: SuiteContext, c: Config, value: Uint8Array): Promi
       key: HOT_KEY,
       value,
       subscribers: c.subscribers,
-      open: (i) => env.enforcer.subscribe({ topic: Topic.KV, subject: key(HOT_KEY), index: 0 }, ids[i]!),
+      open: (i) => env.enforcer.subscribe({ topic: Topic.KV, subject: prefix("bench/"), index: 0 }, ids[i]!),
       burst,
       durationMs: c.durationMs,
       signal: ctx.signal,

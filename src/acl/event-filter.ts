@@ -9,17 +9,42 @@ import type { Authorizer } from "./authorizer.js";
  * map lookup on the hot path.
  */
 export function eventFilterFor(authz: Authorizer): EventFilter {
+  // One-entry memos: a stream often carries runs of events on the same key, service or
+  // node, and a string comparison is cheaper than even a map lookup.
+  let lastKey: string | undefined;
+  let lastKeyOk = false;
+  let lastService: string | undefined;
+  let lastServiceOk = false;
+  let lastNode: string | undefined;
+  let lastNodeOk = false;
+  const service = (name: string): boolean => {
+    if (name !== lastService) {
+      lastService = name;
+      lastServiceOk = authz.allows("service", name, "read");
+    }
+    return lastServiceOk;
+  };
   return (e: Event): boolean => {
     switch (e.topic) {
-      case "ServiceHealth":
-        return (
-          authz.allows("service", e.payload.service.Service, "read") &&
-          authz.allows("node", e.payload.node.Node, "read")
-        );
-      case "KV":
-        return authz.allows("key", e.payload.entry.Key, "read");
+      case "ServiceHealth": {
+        if (!service(e.payload.service.Service)) return false;
+        const node = e.payload.node.Node;
+        if (node !== lastNode) {
+          lastNode = node;
+          lastNodeOk = authz.allows("node", node, "read");
+        }
+        return lastNodeOk;
+      }
+      case "KV": {
+        const key = e.payload.entry.Key;
+        if (key !== lastKey) {
+          lastKey = key;
+          lastKeyOk = authz.allows("key", key, "read");
+        }
+        return lastKeyOk;
+      }
       case "ServiceList":
-        return authz.allows("service", e.payload.name, "read");
+        return service(e.payload.name);
       default: {
         const never: never = e;
         return never;

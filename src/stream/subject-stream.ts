@@ -24,6 +24,7 @@ export class SubjectStream {
   coveredFrom: number;
   readonly subscribers = new Set<object>();
   private readonly waiters = new Set<Waiter>();
+  private lastConcat: { from: number; to: number; base: number; events: readonly Event[] } | undefined;
   /** Set when the last subscriber left; history entries may still point here. */
   dead = false;
 
@@ -43,6 +44,19 @@ export class SubjectStream {
       for (const w of this.waiters) w.wake();
       this.waiters.clear();
     }
+  }
+
+  /**
+   * The events of nodes [from, to) in one array. Readers that lag by the same amount ask
+   * for the same range, so the last one is kept: one array per subject, not per reader.
+   */
+  concat(from: number, to: number): readonly Event[] {
+    const c = this.lastConcat;
+    if (c !== undefined && c.from === from && c.to === to && c.base === this.nodes.base) return c.events;
+    const all: Event[] = [];
+    for (let s = from; s < to; s++) for (const e of this.nodes.at(s)!.events) all.push(e);
+    this.lastConcat = { from, to, base: this.nodes.base, events: all };
+    return all;
   }
 
   /** Drops the oldest node if it belongs to the commit leaving the history. */

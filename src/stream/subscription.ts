@@ -129,13 +129,7 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
       last = n;
       end++;
     }
-    let events: readonly Event[];
-    if (end === this.cursor + 1) events = first.events;
-    else {
-      const all: Event[] = [];
-      for (let s = this.cursor; s < end; s++) for (const e of nodes.at(s)!.events) all.push(e);
-      events = all;
-    }
+    let events = end === this.cursor + 1 ? first.events : this.stream.concat(this.cursor, end);
     this.cursor = end;
     if (this.filter) events = applyFilter(events, this.filter);
     if (events.length === 0) return undefined;
