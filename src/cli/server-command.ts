@@ -44,33 +44,49 @@ export async function serverCommand(argv: string[]): Promise<number> {
     process.stderr.write(`sluice: ${err.message}\n`);
     return 2;
   }
-  const server = await SluiceServer.start(config);
-  const port = server.grpcPort;
+  // Signal handlers go in before the server starts: a SIGTERM that arrives while it starts
+  // (or right after its banner) must drain it, not kill the process outright.
+  let signals = 0;
+  let server: SluiceServer | undefined;
+  let settle: (code: number) => void = () => {};
+  const done = new Promise<number>((resolve) => {
+    settle = resolve;
+  });
+  const stop = (s: SluiceServer): void => {
+    s.stop().then(
+      () => settle(0),
+      (err) => {
+        s.logger.error({ err }, "shutdown failed");
+        settle(1);
+      },
+    );
+  };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      server?.logger.warn({ signal: sig }, "second signal: forcing exit");
+      server?.forceStop();
+      settle(1);
+      return;
+    }
+    if (server) stop(server);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  server = await SluiceServer.start(config);
+  if (signals > 0) {
+    stop(server);
+    return done;
+  }
   const where = config.dev ? "in memory (--dev: nothing is kept)" : `in ${config.dataDir}`;
+  const at = (addr: string, port: number): string => addr.replace(/:\d+$/, `:${port}`);
   process.stderr.write(
-    `\nSluice is up. gRPC on ${config.grpcAddr.replace(/:\d+$/, `:${port}`)}; data ${where}.\n` +
+    `\nSluice is up. gRPC on ${at(config.grpcAddr, server.grpcPort)}, HTTP on ${at(config.httpAddr, server.httpPort)}; ` +
+      `data ${where}.\n` +
       `Try it from another terminal:\n  npm run sluice -- kv put hello world\n  npm run sluice -- watch kv hello\n` +
+      `  curl http://${at(config.httpAddr, server.httpPort)}/v1/kv/hello?raw\n` +
       "Stop with Ctrl-C (a second Ctrl-C forces exit).\n\n",
   );
-  return new Promise<number>((resolve) => {
-    let signals = 0;
-    const onSignal = (sig: NodeJS.Signals): void => {
-      signals++;
-      if (signals > 1) {
-        server.logger.warn({ signal: sig }, "second signal: forcing exit");
-        server.forceStop();
-        resolve(1);
-        return;
-      }
-      server.stop().then(
-        () => resolve(0),
-        (err) => {
-          server.logger.error({ err }, "shutdown failed");
-          resolve(1);
-        },
-      );
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-  });
+  return done;
 }

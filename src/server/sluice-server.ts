@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import pino, { type Logger } from "pino";
 import { AclAdmin, AclEnforcer, TokenResolver } from "../acl/index.js";
 import { GrpcServer } from "../broker/index.js";
+import { HttpServer } from "../http/index.js";
 import { Store } from "../state/index.js";
 import { EventPublisher } from "../stream/index.js";
 import type { ServerConfig } from "./config.js";
@@ -9,14 +10,16 @@ import type { ServerConfig } from "./config.js";
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):/;
 
 /**
- * The composition root: store → publisher → ACL enforcement → gRPC. `start` brings it up;
- * `stop` drains it (subscriptions end with UNAVAILABLE, in-flight writes finish, the log
- * is flushed).
+ * The composition root: store → publisher → ACL enforcement → gRPC and the Consul-compatible
+ * HTTP API. `start` brings it up; `stop` drains it (blocked HTTP reads answer, subscriptions
+ * end with UNAVAILABLE, in-flight writes finish, the log is flushed).
  */
 export class SluiceServer {
   private grpc: GrpcServer | undefined;
+  private http: HttpServer | undefined;
   private stopping: Promise<void> | undefined;
   grpcPort = 0;
+  httpPort = 0;
 
   private constructor(
     readonly config: ServerConfig,
@@ -69,9 +72,29 @@ export class SluiceServer {
       throw err;
     }
     const grpcAddr = config.grpcAddr.replace(/:\d+$/, `:${server.grpcPort}`);
+    server.http = new HttpServer({
+      store,
+      publisher,
+      enforcer,
+      admin,
+      logger: logger.child({ component: "http" }),
+      leaderAddr: grpcAddr,
+    });
+    try {
+      server.httpPort = await server.http.listen(config.httpAddr);
+    } catch (err) {
+      await server.http.close(0).catch(() => {});
+      server.grpc.forceShutdown();
+      publisher.shutdown();
+      enforcer.close();
+      await store.close();
+      throw err;
+    }
+    const httpAddr = config.httpAddr.replace(/:\d+$/, `:${server.httpPort}`);
     logger.info(
       {
         grpc: grpcAddr,
+        http: httpAddr,
         dataDir: dataDir ?? "(in memory: --dev)",
         fsync: dataDir ? config.fsync : "n/a",
         acl: config.aclEnabled ? `enabled, default policy ${config.aclDefaultPolicy}` : "disabled",
@@ -80,9 +103,9 @@ export class SluiceServer {
       },
       "Sluice server started",
     );
-    if (!config.aclEnabled && !LOOPBACK.test(config.grpcAddr)) {
+    if (!config.aclEnabled && (!LOOPBACK.test(config.grpcAddr) || !LOOPBACK.test(config.httpAddr))) {
       logger.warn(
-        { grpc: grpcAddr },
+        { grpc: grpcAddr, http: httpAddr },
         "ACLs are DISABLED on a non-loopback address: anyone who can reach it can read and write everything",
       );
     }
@@ -93,6 +116,9 @@ export class SluiceServer {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.logger.info({}, "shutting down: ending subscriptions, finishing writes, flushing the log");
+      // HTTP first: blocked reads answer with what they have and writes in flight reach the
+      // store while it still takes them.
+      await this.http?.close(this.config.shutdownGraceMs);
       this.publisher.shutdown();
       await this.grpc?.shutdown(this.config.shutdownGraceMs);
       this.enforcer.close();
@@ -104,6 +130,12 @@ export class SluiceServer {
 
   /** Cuts every connection at once (a second signal). */
   forceStop(): void {
+    this.http?.forceClose();
     this.grpc?.forceShutdown();
+  }
+
+  /** The HTTP API (views and blocked-read counters, for tests and metrics). */
+  get httpServer(): HttpServer | undefined {
+    return this.http;
   }
 }

@@ -444,7 +444,17 @@ describe("sluice watch", () => {
     const dataDir = join(tmp, "server-data");
     const startServer = async (grpcAddr: string): Promise<{ proc: Running; port: number }> => {
       const proc = Running.start(
-        ["server", "--data-dir", dataDir, "--grpc-addr", grpcAddr, "--fsync", "never"],
+        [
+          "server",
+          "--data-dir",
+          dataDir,
+          "--grpc-addr",
+          grpcAddr,
+          "--http-addr",
+          "127.0.0.1:0",
+          "--fsync",
+          "never",
+        ],
         {},
       );
       const deadline = Date.now() + 15_000;

@@ -28,7 +28,8 @@ interface Running {
 function start(args: string[], env: NodeJS.ProcessEnv = {}): Running {
   const child = spawn(process.execPath, [BIN, "server", ...args], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    // The HTTP API on a free port too, so that parallel test files never contend for 8500.
+    env: { ...process.env, SLUICE_HTTP_ADDR: "127.0.0.1:0", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];
@@ -73,7 +74,8 @@ describe("sluice server (built binary)", () => {
     const b = await waitFor(() => banner(first));
     expect(b).toMatchObject({ dataDir, acl: "disabled", index: 1 });
     expect(String(b.grpc)).toMatch(/^127\.0\.0\.1:\d+$/);
-    expect(first.stderr.join("")).toContain(String(b.grpc));
+    // The human-readable "Sluice is up" line follows the log banner on stderr.
+    await waitFor(() => (first.stderr.join("").includes(String(b.grpc)) ? true : undefined));
     first.child.kill("SIGTERM");
     expect(await first.exit).toBe(0);
     expect(first.lines.some((l) => l.msg === "stopped")).toBe(true);

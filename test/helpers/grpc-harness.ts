@@ -29,6 +29,7 @@ export const TEST_CONFIG: ServerConfig = {
   ...DEFAULTS,
   dev: true,
   grpcAddr: "127.0.0.1:0",
+  httpAddr: "127.0.0.1:0",
   progressIntervalMs: 100,
   shutdownGraceMs: 2000,
   logLevel: "error",

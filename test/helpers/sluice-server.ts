@@ -13,7 +13,10 @@ const silent = pino({ level: "silent" });
 
 /** An in-memory server (`dev`) on an ephemeral loopback port. */
 export function startDevServer(overrides: Partial<ServerConfig> = {}): Promise<SluiceServer> {
-  return SluiceServer.start({ ...DEFAULTS, dev: true, grpcAddr: "127.0.0.1:0", ...overrides }, silent);
+  return SluiceServer.start(
+    { ...DEFAULTS, dev: true, grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", ...overrides },
+    silent,
+  );
 }
 
 /** A server on a temp data dir that can be stopped and started again on the same port. */
@@ -50,6 +53,7 @@ export class RestartableServer {
       dataDir: this.dataDir,
       fsync: "never",
       grpcAddr: `127.0.0.1:${this.port}`,
+      httpAddr: "127.0.0.1:0",
       ...this.overrides,
     };
     // The old listener is closed by stop(); a port freshly released can still be busy for a
