@@ -2,27 +2,34 @@
  * Suite `fanout`: change delivery to many subscribers over gRPC on loopback, Sluice against
  * etcd 3.4 with the same shape in the same run.
  *
- *   npm run bench -- fanout [--subscribers 100,1000,10000] [--per-key 10] [--writers 32]
+ *   npm run bench -- fanout [--subscribers 100,1000,10000] [--per-key 10] [--writers 64] [--repeat 3]
  *
- * Shape, for each subscriber count N (Sluice first, then etcd, so that a noisy minute falls
- * on both):
- * - The server runs in its own process: Sluice as a forked `SluiceServer` (durable store in
- *   the run's temp directory, fsync always, like etcd; `--sluice-store memory` for --dev),
- *   etcd as a single member started by `lib/etcd.ts`.
- * - N subscribers on K = ceil(N / per-key) KV keys (subscriber i watches key i mod K, so
- *   each key has `per-key` subscribers), spread over `--clients` subscriber processes
- *   (`lib/fanout-client.ts`) of `--channels` HTTP/2 connections each. Sluice: one
- *   `Subscribe` stream per subscriber (topic KV, key subject). etcd: one `etcd3` watcher
- *   per subscriber, `--etcd-watchers-per-stream` of them per watch stream.
- * - idle memory: server RSS after full collections with no subscription, then with N idle
- *   ones (etcd: VmRSS, no collection forced); the difference over N.
+ * Shape, for each subscriber count N, repeated as pairs (Sluice then etcd, etcd then Sluice
+ * in the next pair, so that a drift of the shared machine falls on both):
+ * - The server runs in its own process: Sluice as a forked `SluiceServer`
+ *   (`lib/sluice-server-child.ts`; durable store in the run's temp directory, fsync always,
+ *   like etcd; `--sluice-store memory` for --dev), etcd as a single member started by
+ *   `lib/etcd.ts`. Before subscribing, every key is written once.
+ * - N subscribers on K = ceil(N / per-key) KV keys (subscriber i watches key i mod K, so each
+ *   key has `per-key` subscribers), spread over `--clients` subscriber processes
+ *   (`lib/fanout-client.ts`) of `--channels` HTTP/2 connections each. Sluice: one `Subscribe`
+ *   stream per subscriber (topic KV, key subject, grpc-js client built from the .proto).
+ *   etcd: one `etcd3` watcher per subscriber, `--etcd-watchers-per-stream` per watch stream.
+ * - idle memory: server RSS with no subscription, then with N idle ones (Sluice: after full
+ *   collections in the server process, plus heapUsed; etcd: VmRSS, no collection forced);
+ *   the difference over N.
  * - throughput: `--writers` closed-loop writers in this process put to the keys in turn
- *   (Sluice `KV.Put`, etcd `put`), value = send time (CLOCK_MONOTONIC ns) + padding; after a
- *   warm-up, every subscriber process counts the events it receives in its window:
- *   delivered events/s. The writers stop, and every expected event must arrive (drain).
- * - latency: an open-loop writer puts `--latency-rate` commits/s (the same offered load for
+ *   (Sluice `KV.Put`, etcd `put`); the value carries its send time (CLOCK_MONOTONIC ns, the
+ *   same clock in every process). After a warm-up, each subscriber process counts the
+ *   events it receives in its own window: the sum of their rates is delivered events/s.
+ *   The writers then stop and every expected event must arrive (drain; missing, duplicate
+ *   or out-of-order events are reported).
+ * - latency: an open-loop writer puts `--latency-rate` puts/s (the same offered load for
  *   both systems, well below either one's capacity) and the subscriber processes record
- *   put-to-receive latency (send time in the value vs. their clock).
+ *   put-to-receive latency: send time in the value against their clock on arrival.
+ * - cost: CPU of the server, the subscriber processes and the writer process in each window
+ *   (/proc), hence CPU µs per delivered event; for Sluice also the server's event-loop
+ *   utilization and GC pauses.
  */
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -38,9 +45,19 @@ import { type EtcdServer, startEtcd } from "./lib/etcd.js";
 import type { OpenRequest, System, Totals, WindowResult } from "./lib/fanout-client.js";
 import { choiceListFlag, type FlagValues, intListFlag, numberFlag } from "./lib/flags.js";
 import { Histogram } from "./lib/histogram.js";
-import type { ServerMemory } from "./lib/sluice-server-child.js";
+import type { ServerMemory, ServerWindow } from "./lib/sluice-server-child.js";
 import { describeSource, sourceState } from "./lib/source.js";
-import { fmtFixed, fmtInt, fmtMs, fmtRatio, type LatencySummary, median, table } from "./lib/stats.js";
+import {
+  fmtFixed,
+  fmtInt,
+  fmtMs,
+  fmtRatio,
+  type LatencySummary,
+  median,
+  Samples,
+  summarize,
+  table,
+} from "./lib/stats.js";
 import type { Suite, SuiteContext } from "./lib/suite.js";
 
 const SYSTEMS = ["sluice", "etcd"] as const;
@@ -74,6 +91,7 @@ interface Config {
   readonly drainTimeoutMs: number;
   readonly cpuProf: string | undefined;
   readonly repeat: number;
+  readonly sluiceNodeFlags: readonly string[];
 }
 
 function config(flags: FlagValues): Config {
@@ -96,6 +114,9 @@ function config(flags: FlagValues): Config {
     idleSettleMs: numberFlag(flags, "idle-settle", { min: 0 })! * 1000,
     drainTimeoutMs: numberFlag(flags, "drain-timeout", { min: 1 })! * 1000,
     repeat: numberFlag(flags, "repeat", { min: 1, integer: true })!,
+    sluiceNodeFlags: String(flags["sluice-node-flags"] ?? "")
+      .split(/\s+/)
+      .filter((f) => f !== ""),
     cpuProf: typeof cpuProf === "string" && cpuProf !== "" ? cpuProf : undefined,
   };
 }
@@ -129,6 +150,8 @@ interface Target {
   readonly address: string;
   /** Server memory; Sluice after full collections in the server process. */
   memory(): Promise<{ rss: number; heapUsed?: number }>;
+  /** Sluice: the server's event loop and GC pauses since the previous call. */
+  window?(): Promise<ServerWindow>;
   /** One write of `value` to `key`. */
   put(key: string, value: Buffer): Promise<unknown>;
   stop(): Promise<void>;
@@ -139,7 +162,7 @@ async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Tar
   const overrides = dir
     ? { dataDir: dir, dev: false, fsync: "always", shutdownGraceMs: 2000 }
     : { dev: true, shutdownGraceMs: 2000 };
-  const flags = ["--expose-gc"];
+  const flags = ["--expose-gc", ...c.sluiceNodeFlags];
   if (c.cpuProf)
     // One directory per run: the main thread's profile is the largest file in it (tsx's
     // loader thread writes one too).
@@ -159,6 +182,7 @@ async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Tar
       pid: server.pid,
       address,
       memory: () => server.call<ServerMemory>("memory"),
+      window: () => server.call<ServerWindow>("window"),
       put: (key, value) =>
         new Promise((resolve, reject) =>
           client.Put({ key, value }, (err, res) => (err ? reject(err) : resolve(res))),
@@ -245,6 +269,12 @@ interface Phase {
   /** Put-to-receive latency of the events received in the window, ms. */
   readonly latencyMs: LatencySummary;
   readonly cores: Cores;
+  /** Sluice: the server's event-loop utilization and GC pauses in the window. */
+  readonly server?: ServerWindow;
+  /** Longest GC pause in any subscriber process during the window, ms. */
+  readonly subscriberGcMaxMs: number;
+  /** Put latency as the writers saw it (issue to acknowledgement), ms. */
+  readonly putLatencyMs: LatencySummary;
   /** Time from the writers' stop to the last expected event arriving. */
   readonly drainMs: number;
 }
@@ -307,19 +337,27 @@ class Subscribers {
     await Promise.all(this.helpers.map((h) => h.call("reset")));
   }
 
-  async collect(): Promise<{ delivered: number; perSec: number; messages: number; hist: Histogram }> {
+  async collect(): Promise<{
+    delivered: number;
+    perSec: number;
+    messages: number;
+    hist: Histogram;
+    gcMaxMs: number;
+  }> {
     const rs = await Promise.all(this.helpers.map((h) => h.call<WindowResult>("collect")));
     const hist = new Histogram();
     let delivered = 0;
     let perSec = 0;
     let messages = 0;
+    let gcMaxMs = 0;
     for (const r of rs) {
+      gcMaxMs = Math.max(gcMaxMs, r.gcMaxMs);
       hist.merge(r.latency);
       delivered += r.events;
       messages += r.messages;
       perSec += (r.events * 1000) / r.windowMs;
     }
-    return { delivered, perSec, messages, hist };
+    return { delivered, perSec, messages, hist, gcMaxMs };
   }
 
   async totals(): Promise<Totals> {
@@ -382,11 +420,30 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
 
     let expected = 0;
     let nextKey = 0;
+    const putLatency = new Samples();
+    let timingPuts = false;
     const put = async () => {
       const k = nextKey;
       nextKey = (nextKey + 1) % keys;
+      const p0 = performance.now();
       await t.put(keyName(k), stampedValue(c.valueBytes));
+      if (timingPuts) putLatency.push(performance.now() - p0);
       expected += subsOfKey[k]!;
+    };
+    /** Opens a measured window: subscriber counters, CPU, event loop, put latency. */
+    const openWindow = async () => {
+      await subs!.reset();
+      await t.window?.();
+      cpu.start();
+      putLatency.clear();
+      timingPuts = true;
+    };
+    const closeWindow = async () => {
+      timingPuts = false;
+      const win = await subs!.collect();
+      const cores = cpu.stop();
+      const server = await t.window?.();
+      return { win, cores, server, putLatencyMs: summarize(putLatency.view()) };
     };
     const base = (await subs.totals()).events;
     const drain = async (): Promise<number> => {
@@ -425,13 +482,11 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
     let tp: Phase;
     try {
       await sleep(c.warmupMs);
-      await subs.reset();
-      cpu.start();
+      await openWindow();
       const a0 = acked;
       const w0 = performance.now();
       await sleep(c.durationMs);
-      const win = await subs.collect();
-      const cores = cpu.stop();
+      const { win, cores, server, putLatencyMs } = await closeWindow();
       const commits = acked - a0;
       const wMs = performance.now() - w0;
       running = false;
@@ -446,6 +501,9 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
         eventsPerMessage: win.messages > 0 ? win.delivered / win.messages : Number.NaN,
         latencyMs: win.hist.summaryMs(),
         cores,
+        server,
+        subscriberGcMaxMs: win.gcMaxMs,
+        putLatencyMs,
         drainMs,
       };
     } finally {
@@ -456,18 +514,15 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
     ctx.log(
       `${label} throughput: ${fmtInt(tp.commitsPerSec)} puts/s → ${fmtInt(tp.deliveredPerSec)} events/s delivered ` +
         `(${fmtFixed(tp.eventsPerMessage, 2)} events/message), latency p50 ${fmtMs(tp.latencyMs.p50)} ` +
-        `p99 ${fmtMs(tp.latencyMs.p99)}; CPU server ${fmtFixed(tp.cores.server, 2)} + subscribers ` +
+        `p99 ${fmtMs(tp.latencyMs.p99)} (put acknowledged p50 ${fmtMs(tp.putLatencyMs.p50)} p99 ${fmtMs(tp.putLatencyMs.p99)}); ` +
+        `${fmtServer(tp.server)}CPU server ${fmtFixed(tp.cores.server, 2)} + subscribers ` +
         `${fmtFixed(tp.cores.clients, 2)} + writers ${fmtFixed(tp.cores.writer, 2)}; drained in ${fmtMs(tp.drainMs)}`,
     );
 
     // Latency: open-loop writer at a fixed rate.
     ctx.log(`${label} latency: ${fmtInt(c.latencyRate)} puts/s open loop for ${c.latencyMs / 1000} s`);
-    const lat = await openLoop(c, put, async () => {
-      await subs!.reset();
-      cpu.start();
-    });
-    const lwin = await subs.collect();
-    const lcores = cpu.stop();
+    const lat = await openLoop(c, put, openWindow);
+    const { win: lwin, cores: lcores, server: lServer, putLatencyMs: lPut } = await closeWindow();
     const ldrain = await drain();
     const latency = {
       offeredPerSec: c.latencyRate,
@@ -478,12 +533,16 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       eventsPerMessage: lwin.messages > 0 ? lwin.delivered / lwin.messages : Number.NaN,
       latencyMs: lwin.hist.summaryMs(),
       cores: lcores,
+      server: lServer,
+      subscriberGcMaxMs: lwin.gcMaxMs,
+      putLatencyMs: lPut,
       drainMs: ldrain,
     };
     ctx.log(
       `${label} latency: ${fmtInt(latency.commitsPerSec)} puts/s → ${fmtInt(latency.deliveredPerSec)} events/s, ` +
         `p50 ${fmtMs(latency.latencyMs.p50)} p90 ${fmtMs(latency.latencyMs.p90)} p99 ${fmtMs(latency.latencyMs.p99)} ` +
-        `max ${fmtMs(latency.latencyMs.max)}; CPU server ${fmtFixed(lcores.server, 2)} + subscribers ` +
+        `max ${fmtMs(latency.latencyMs.max)} (put acknowledged p50 ${fmtMs(latency.putLatencyMs.p50)} p99 ${fmtMs(latency.putLatencyMs.p99)}); ` +
+        `${fmtServer(latency.server)}longest subscriber GC ${fmtMs(latency.subscriberGcMaxMs)}; CPU server ${fmtFixed(lcores.server, 2)} + subscribers ` +
         `${fmtFixed(lcores.clients, 2)} + writer ${fmtFixed(lcores.writer, 2)}`,
     );
 
@@ -562,6 +621,11 @@ async function openLoop(
   return { commits, ms };
 }
 
+const fmtServer = (w: ServerWindow | undefined) =>
+  w === undefined
+    ? ""
+    : `server event loop ${fmtFixed(w.eventLoop * 100, 0)} % busy, GC ${w.gcCount} pauses ${fmtMs(w.gcMs)} ` +
+      `(${w.gcMajorCount} major ${fmtMs(w.gcMajorMs)}; longest ${fmtMs(w.gcMaxMs)} ${w.gcMaxKind}); `;
 const fmtMiB = (b: number) => (Number.isFinite(b) ? `${(b / 2 ** 20).toFixed(1)} MiB` : "-");
 const fmtBytes = (b: number) =>
   !Number.isFinite(b) ? "-" : Math.abs(b) >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b.toFixed(0)} B`;
@@ -580,6 +644,11 @@ interface Summary {
   readonly bytesPerSub: number;
   readonly heapBytesPerSub: number;
   readonly openMs: number;
+  /** CPU per delivered event in the throughput window (µs): server, subscriber processes. */
+  readonly serverUsPerEvent: number;
+  readonly clientUsPerEvent: number;
+  /** CPU of the writer process per acknowledged put (µs). */
+  readonly writerUsPerPut: number;
 }
 
 function summarizeRuns(runs: readonly RunResult[]): Summary | undefined {
@@ -607,6 +676,9 @@ function summarizeRuns(runs: readonly RunResult[]): Summary | undefined {
     bytesPerSub: med((r) => r.idle.bytesPerSub),
     heapBytesPerSub: med((r) => r.idle.heapBytesPerSub),
     openMs: med((r) => r.openMs),
+    serverUsPerEvent: med((r) => (r.throughput.cores.server * 1e6) / r.throughput.deliveredPerSec),
+    clientUsPerEvent: med((r) => (r.throughput.cores.clients * 1e6) / r.throughput.deliveredPerSec),
+    writerUsPerPut: med((r) => (r.throughput.cores.writer * 1e6) / r.throughput.commitsPerSec),
   };
 }
 
@@ -669,6 +741,7 @@ function resultTable(rows: readonly Row[]): string {
       "events/msg",
       "p50 / p99 saturated",
       "CPU srv + subs + writers",
+      "CPU µs/event srv · subs",
       "p50 / p99 at fixed rate",
       "RSS / idle sub",
       "heap / idle sub",
@@ -681,6 +754,7 @@ function resultTable(rows: readonly Row[]): string {
       fmtFixed(m.eventsPerMessage, 2),
       `${fmtMs(m.satP50Ms)} / ${fmtMs(m.satP99Ms)}`,
       fmtCores(m.cores),
+      `${fmtFixed(m.serverUsPerEvent)} · ${fmtFixed(m.clientUsPerEvent)}`,
       `${fmtMs(m.fixedP50Ms)} / ${fmtMs(m.fixedP99Ms)}`,
       fmtBytes(m.bytesPerSub),
       fmtBytes(m.heapBytesPerSub),
@@ -720,7 +794,9 @@ async function run(ctx: SuiteContext, flags: FlagValues): Promise<unknown> {
       if (c.repeat > 1)
         ctx.log(`--- ${fmtInt(n)} subscribers, repeat ${rep}/${c.repeat} (load ${loadavg()[0]!.toFixed(2)})`);
       const pair: { rep: number; sluice?: RunResult; etcd?: RunResult } = { rep };
-      for (const system of c.systems) {
+      // Alternate which system goes first, so that a drift in the machine falls on both.
+      const order = rep % 2 === 1 ? c.systems : [...c.systems].reverse();
+      for (const system of order) {
         ctx.signal.throwIfAborted();
         pair[system] = await runOne(ctx, c, system, n);
       }
@@ -809,7 +885,7 @@ export const suite: Suite = {
       description: "subscribers per key (keys = subscribers / this)",
       default: "10",
     },
-    writers: { type: "string", description: "closed-loop writers in the throughput phase", default: "32" },
+    writers: { type: "string", description: "closed-loop writers in the throughput phase", default: "64" },
     warmup: { type: "string", description: "seconds of writing before the throughput window", default: "2" },
     duration: { type: "string", description: "seconds of the throughput window", default: "5" },
     "latency-rate": { type: "string", description: "puts/s of the open-loop latency phase", default: "500" },
@@ -842,6 +918,10 @@ export const suite: Suite = {
       type: "string",
       description: `systems to run, some of ${SYSTEMS.join(",")}`,
       default: "sluice,etcd",
+    },
+    "sluice-node-flags": {
+      type: "string",
+      description: 'extra node flags for the Sluice server process, e.g. "--max-semi-space-size=64"',
     },
     "cpu-prof": { type: "string", description: "directory for a --cpu-prof profile of each Sluice server" },
   },

@@ -6,6 +6,7 @@
  * put into the value (CLOCK_MONOTONIC nanoseconds, process.hrtime: the same clock in every
  * process of the machine).
  */
+import { PerformanceObserver } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { Etcd3, type Watcher } from "etcd3";
 import type { Event__Output } from "../../src/generated/sluice/v1/Event.js";
@@ -36,6 +37,9 @@ export interface WindowResult {
   readonly windowMs: number;
   /** Put-to-receive latency of the events received inside the window. */
   readonly latency: HistogramData;
+  /** This process's garbage-collection pauses inside the window (total and longest, ms). */
+  readonly gcMs: number;
+  readonly gcMaxMs: number;
 }
 
 export interface Totals {
@@ -64,6 +68,15 @@ let progress = 0;
 let errors = 0;
 let firstError: string | undefined;
 let closeAll: (() => Promise<void>) | undefined;
+let gcMs = 0;
+let gcMaxMs = 0;
+new PerformanceObserver((list) => {
+  if (!windowOpen) return;
+  for (const e of list.getEntries()) {
+    gcMs += e.duration;
+    if (e.duration > gcMaxMs) gcMaxMs = e.duration;
+  }
+}).observe({ entryTypes: ["gc"] });
 
 function fail(what: string, err: unknown): void {
   errors++;
@@ -201,6 +214,8 @@ serve({
     hist.reset();
     wEvents = 0;
     wMessages = 0;
+    gcMs = 0;
+    gcMaxMs = 0;
     windowStart = performance.now();
     windowOpen = true;
   },
@@ -211,6 +226,8 @@ serve({
       messages: wMessages,
       windowMs: performance.now() - windowStart,
       latency: hist.toData(),
+      gcMs,
+      gcMaxMs,
     };
   },
   totals: (): Totals => ({ events, disorder, resets, progress, errors, firstError }),

@@ -16,6 +16,9 @@ export const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.http2.min_ping_interval_without_data_ms": 5_000,
   "grpc.max_receive_message_length": 4 * 1024 * 1024,
   "grpc.max_send_message_length": 64 * 1024 * 1024,
+  // Channelz keeps per-call bookkeeping and a callback per write: memory and CPU per
+  // subscription that a server with thousands of open streams does not want.
+  "grpc.enable_channelz": 0,
 };
 
 const SERVICES = ["sluice.v1.StateChangeSubscription", "sluice.v1.Catalog", "sluice.v1.KV", "sluice.v1.ACL"];
