@@ -216,7 +216,25 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
   }
 }
 
+/**
+ * Whether every event of a (shared) frame is a KV event on one key: then one decision covers
+ * the frame, since a KV event's visibility depends on its key alone. Computed once per
+ * array and shared by every subscriber that reads it (a lagging reader of a hot key gets
+ * exactly such frames).
+ */
+const singleKey = new WeakMap<readonly Event[], boolean>();
+function isSingleKeyKV(events: readonly Event[]): boolean {
+  let v = singleKey.get(events);
+  if (v === undefined) {
+    const first = events[0]!;
+    v = first.topic === "KV" && events.every((e) => e.topic === "KV" && e.subject === first.subject);
+    singleKey.set(events, v);
+  }
+  return v;
+}
+
 function applyFilter(events: readonly Event[], filter: EventFilter): readonly Event[] {
+  if (events.length > 1 && isSingleKeyKV(events)) return filter(events[0]!) ? events : [];
   let i = 0;
   while (i < events.length && filter(events[i]!)) i++;
   if (i === events.length) return events; // all visible: share the array
