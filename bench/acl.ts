@@ -42,6 +42,8 @@ interface Config {
   readonly subscribers: number;
   readonly bursts: readonly number[];
   readonly durationMs: number;
+  /** Keys the writer cycles through (1: one hot key; more: frames mix keys). */
+  readonly keys: number;
   readonly repeat: number;
   readonly revokeSubs: number;
   readonly revokeRepeat: number;
@@ -54,6 +56,7 @@ function config(flags: FlagValues): Config {
     subscribers: numberFlag(flags, "subscribers", { min: 1, integer: true })!,
     bursts: intListFlag(flags, "bursts")!,
     durationMs: numberFlag(flags, "duration", { min: 0.1 })! * 1000,
+    keys: numberFlag(flags, "keys", { min: 1, integer: true })!,
     repeat: numberFlag(flags, "repeat", { min: 1, integer: true })!,
     revokeSubs: numberFlag(flags, "revoke-subs", { min: 1, integer: true })!,
     revokeRepeat: numberFlag(flags, "revoke-repeat", { min: 1, integer: true })!,
@@ -193,6 +196,7 @@ async function runFilter(ctx: SuiteContext, c: Config, value: Uint8Array): Promi
     const r = await runDelivery({
       store: env.store,
       key: HOT_KEY,
+      keys: c.keys,
       value,
       subscribers: c.subscribers,
       open: (i) => env.enforcer.subscribe({ topic: Topic.KV, subject: prefix("bench/"), index: 0 }, ids[i]!),
@@ -531,6 +535,11 @@ export const suite: Suite = {
     },
     "revoke-repeat": { type: "string", description: "revoke: rounds, a fresh token each", default: "5" },
     "value-bytes": { type: "string", description: "size of each written value", default: "64" },
+    keys: {
+      type: "string",
+      description: "filter: keys the writer cycles through under bench/ (1: one hot key; >1: frames mix keys)",
+      default: "1",
+    },
   },
   run,
 };

@@ -180,6 +180,11 @@ export interface DeliveryOptions {
   readonly store: Store;
   /** The KV key the writer sets and every subscriber watches. */
   readonly key: string;
+  /**
+   * With n > 1 the writer cycles through n keys `${key}/0` … `${key}/${n-1}` (subscribers
+   * must then watch a prefix that covers them), so frames mix keys. Default 1: `key` only.
+   */
+  readonly keys?: number;
   readonly value: Uint8Array;
   readonly subscribers: number;
   /** Opens the i-th subscription (index 0, on `key`). */
@@ -274,9 +279,11 @@ async function consume(sub: Subscription, c: Consumer, sh: Shared, forAwait: boo
   }
 }
 
-async function burstOnce(store: Store, key: string, value: Uint8Array, burst: number): Promise<void> {
+async function burstOnce(store: Store, key: string, value: Uint8Array, burst: number, keys = 1): Promise<void> {
   const pending: Promise<unknown>[] = [];
-  for (let i = 0; i < burst; i++) pending.push(store.commit([{ op: "kv.set", key, value }]));
+  for (let i = 0; i < burst; i++) {
+    pending.push(store.commit([{ op: "kv.set", key: keys > 1 ? `${key}/${i % keys}` : key, value }]));
+  }
   await Promise.all(pending);
 }
 
@@ -308,7 +315,7 @@ export async function runDelivery(o: DeliveryOptions): Promise<DeliveryResult> {
     let lastReport = t0;
     while (performance.now() - t0 < o.durationMs) {
       o.signal.throwIfAborted();
-      await burstOnce(o.store, o.key, o.value, o.burst);
+      await burstOnce(o.store, o.key, o.value, o.burst, o.keys);
       bursts++;
       const now = performance.now();
       if (o.onProgress && now - lastReport >= 1000) {
@@ -341,7 +348,7 @@ export async function runDelivery(o: DeliveryOptions): Promise<DeliveryResult> {
     // The writer alone: the same bursts, nobody subscribed to the key.
     await settle();
     const w0 = performance.now();
-    for (let b = 0; b < bursts; b++) await burstOnce(o.store, o.key, o.value, o.burst);
+    for (let b = 0; b < bursts; b++) await burstOnce(o.store, o.key, o.value, o.burst, o.keys);
     const writerMs = performance.now() - w0;
 
     return {
