@@ -537,7 +537,8 @@ export const suite: Suite = {
     "value-bytes": { type: "string", description: "size of each written value", default: "64" },
     keys: {
       type: "string",
-      description: "filter: keys the writer cycles through under bench/ (1: one hot key; >1: frames mix keys)",
+      description:
+        "filter: keys the writer cycles through under bench/ (1: one hot key; >1: frames mix keys)",
       default: "1",
     },
   },

@@ -279,7 +279,13 @@ async function consume(sub: Subscription, c: Consumer, sh: Shared, forAwait: boo
   }
 }
 
-async function burstOnce(store: Store, key: string, value: Uint8Array, burst: number, keys = 1): Promise<void> {
+async function burstOnce(
+  store: Store,
+  key: string,
+  value: Uint8Array,
+  burst: number,
+  keys = 1,
+): Promise<void> {
   const pending: Promise<unknown>[] = [];
   for (let i = 0; i < burst; i++) {
     pending.push(store.commit([{ op: "kv.set", key: keys > 1 ? `${key}/${i % keys}` : key, value }]));
