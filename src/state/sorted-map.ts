@@ -33,6 +33,21 @@ function chunk<V>(keys: string[], vals: V[]): Chunk<V> {
   return { keys, vals };
 }
 
+/** Replaces `count` chunks at `at` with one chunk of these entries, split in two if too big. */
+function replaceChunks<V>(chunks: Chunk<V>[], at: number, count: number, keys: string[], vals: V[]): void {
+  if (keys.length > CHUNK_MAX) {
+    const half = keys.length >> 1;
+    chunks.splice(
+      at,
+      count,
+      chunk(keys.slice(0, half), vals.slice(0, half)),
+      chunk(keys.slice(half), vals.slice(half)),
+    );
+  } else {
+    chunks.splice(at, count, chunk(keys, vals));
+  }
+}
+
 export class SortedMap<V> {
   /** Most entries in one chunk; a larger chunk splits. */
   static readonly CHUNK_MAX = CHUNK_MAX;
@@ -111,17 +126,7 @@ export class SortedMap<V> {
       size += 1;
     }
     const chunks = this.chunks.slice();
-    if (keys.length > CHUNK_MAX) {
-      const half = keys.length >> 1;
-      chunks.splice(
-        ci,
-        1,
-        chunk(keys.slice(0, half), vals.slice(0, half)),
-        chunk(keys.slice(half), vals.slice(half)),
-      );
-    } else {
-      chunks[ci] = chunk(keys, vals);
-    }
+    replaceChunks(chunks, ci, 1, keys, vals);
     return new SortedMap(chunks, size);
   }
 
@@ -145,18 +150,7 @@ export class SortedMap<V> {
       const [first, second] = ni < ci ? [n, { keys, vals }] : [{ keys, vals }, n];
       const mk = [...first.keys, ...second.keys];
       const mv = [...first.vals, ...second.vals];
-      const lo = Math.min(ci, ni);
-      if (mk.length > CHUNK_MAX) {
-        const half = mk.length >> 1;
-        chunks.splice(
-          lo,
-          2,
-          chunk(mk.slice(0, half), mv.slice(0, half)),
-          chunk(mk.slice(half), mv.slice(half)),
-        );
-      } else {
-        chunks.splice(lo, 2, chunk(mk, mv));
-      }
+      replaceChunks(chunks, Math.min(ci, ni), 2, mk, mv);
     } else {
       chunks[ci] = chunk(keys, vals);
     }
