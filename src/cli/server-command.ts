@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { ConfigError, flagName, loadConfig, SETTINGS, SluiceServer } from "../server/index.js";
+import { ConfigError, flagName, ListenError, loadConfig, SETTINGS, SluiceServer } from "../server/index.js";
 
 const BOOL_FLAGS = new Set(["dev", "acl-enabled"]);
 
@@ -74,7 +74,13 @@ export async function serverCommand(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  server = await SluiceServer.start(config);
+  try {
+    server = await SluiceServer.start(config);
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    process.stderr.write(`sluice: ${err.message} (see --grpc-addr / --http-addr)\n`);
+    return 1;
+  }
   if (signals > 0) {
     stop(server);
     return done;

@@ -33,6 +33,8 @@ export interface HttpDeps {
   readonly enforcer: AclEnforcer;
   readonly admin: AclAdmin;
   readonly logger: HttpLogger;
+  /** Observes each HTTP write's commit: its duration in ms and whether it was applied (metrics). */
+  readonly onCommitDuration?: (ms: number, ok: boolean) => void;
 }
 
 /** Facts the status and agent endpoints report. */
@@ -133,7 +135,17 @@ export class RouteContext {
   async commit(req: FastifyRequest, txn: Txn): Promise<Index> {
     const { authorizer } = await this.resolve(req);
     authorizeTxn(authorizer, this.deps.store.root, txn);
-    return (await this.deps.store.commit(txn)).index;
+    const observe = this.deps.onCommitDuration;
+    if (!observe) return (await this.deps.store.commit(txn)).index;
+    const start = performance.now();
+    try {
+      const { index } = await this.deps.store.commit(txn);
+      observe(performance.now() - start, true);
+      return index;
+    } catch (err) {
+      observe(performance.now() - start, false);
+      throw err;
+    }
   }
 
   /** Sends a read's answer with Consul's query headers. */

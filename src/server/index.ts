@@ -8,4 +8,5 @@ export {
   SETTINGS,
   type ServerConfig,
 } from "./config.js";
+export { ListenError } from "./errors.js";
 export { SluiceServer } from "./sluice-server.js";

@@ -2,10 +2,11 @@ import { resolve } from "node:path";
 import pino, { type Logger } from "pino";
 import { AclAdmin, AclEnforcer, TokenResolver } from "../acl/index.js";
 import { GrpcServer } from "../broker/index.js";
-import { HttpServer } from "../http/index.js";
+import { HttpServer, Metrics } from "../http/index.js";
 import { Store } from "../state/index.js";
 import { EventPublisher } from "../stream/index.js";
 import type { ServerConfig } from "./config.js";
+import { ListenError } from "./errors.js";
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):/;
 
@@ -28,6 +29,8 @@ export class SluiceServer {
     readonly publisher: EventPublisher,
     readonly enforcer: AclEnforcer,
     readonly admin: AclAdmin,
+    /** The Prometheus registry `GET /v1/agent/metrics` serves. */
+    readonly metrics: Metrics,
   ) {}
 
   static async start(
@@ -35,6 +38,7 @@ export class SluiceServer {
     logger: Logger = pino({ level: config.logLevel }),
   ): Promise<SluiceServer> {
     const dataDir = config.dev ? undefined : resolve(config.dataDir);
+    const metrics = new Metrics();
     const store = await Store.open({
       ...(dataDir ? { dataDir } : { inMemory: true }),
       fsync: config.fsync,
@@ -42,6 +46,7 @@ export class SluiceServer {
       historyRetain: config.historyMaxEvents,
       initialize: true,
       logger,
+      onFsync: metrics.observeFsync,
     });
     const publisher = EventPublisher.attach(store, {
       history: { maxEvents: config.historyMaxEvents, maxBytes: config.historyMaxBytes },
@@ -49,6 +54,7 @@ export class SluiceServer {
       progressIntervalMs: config.progressIntervalMs,
       maxSubscriptionsPerToken: config.maxSubscriptionsPerToken,
     });
+    metrics.attachPublisher(publisher);
     const resolver = new TokenResolver({
       enabled: config.aclEnabled,
       defaultPolicy: config.aclDefaultPolicy,
@@ -56,7 +62,7 @@ export class SluiceServer {
     const enforcer = new AclEnforcer(publisher, resolver, logger);
     const admin = new AclAdmin(store, config.aclEnabled, logger);
     await admin.ensureAnonymous();
-    const server = new SluiceServer(config, logger, store, publisher, enforcer, admin);
+    const server = new SluiceServer(config, logger, store, publisher, enforcer, admin, metrics);
     server.grpc = new GrpcServer({
       store,
       publisher,
@@ -69,7 +75,7 @@ export class SluiceServer {
       server.grpcPort = await server.grpc.listen(config.grpcAddr);
     } catch (err) {
       await store.close();
-      throw err;
+      throw new ListenError("gRPC", config.grpcAddr, { cause: err });
     }
     const grpcAddr = config.grpcAddr.replace(/:\d+$/, `:${server.grpcPort}`);
     server.http = new HttpServer({
@@ -79,6 +85,8 @@ export class SluiceServer {
       admin,
       logger: logger.child({ component: "http" }),
       leaderAddr: grpcAddr,
+      onCommitDuration: metrics.observeCommit,
+      routes: [metrics.routes],
     });
     try {
       server.httpPort = await server.http.listen(config.httpAddr);
@@ -88,7 +96,7 @@ export class SluiceServer {
       publisher.shutdown();
       enforcer.close();
       await store.close();
-      throw err;
+      throw new ListenError("HTTP", config.httpAddr, { cause: err });
     }
     const httpAddr = config.httpAddr.replace(/:\d+$/, `:${server.httpPort}`);
     logger.info(
@@ -123,6 +131,7 @@ export class SluiceServer {
       await this.grpc?.shutdown(this.config.shutdownGraceMs);
       this.enforcer.close();
       await this.store.close();
+      this.metrics.close();
       this.logger.info({ index: this.store.index }, "stopped");
     })();
     return this.stopping;

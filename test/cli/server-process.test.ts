@@ -103,6 +103,16 @@ describe("sluice server (built binary)", () => {
     expect(await acl.exit).toBe(0);
   });
 
+  it("says which address it cannot listen on, and exits 1", async () => {
+    const first = start(["--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]);
+    const b = await waitFor(() => banner(first));
+    const second = start(["--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", String(b.http)]);
+    expect(await second.exit).toBe(1);
+    expect(second.stderr.join("")).toContain(`cannot listen for HTTP on ${String(b.http)}`);
+    first.child.kill("SIGTERM");
+    expect(await first.exit).toBe(0);
+  });
+
   it("refuses a bad setting at start, naming it, and exits 2", async () => {
     for (const [args, env, named] of [
       [["--fsync", "sometimes"], {}, "--fsync"],
