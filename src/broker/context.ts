@@ -20,6 +20,8 @@ export interface BrokerDeps {
   readonly logger: BrokerLogger;
   /** Most concurrent Subscribe streams per client connection (default 10,000). */
   readonly maxSubscriptionsPerConnection?: number;
+  /** Observes each unary call: full method name, status code name, duration in ms (metrics). */
+  readonly onRequest?: (method: string, code: string, ms: number) => void;
   /** How long a Subscribe whose index is ahead of the store waits for it (default 3 s). */
   readonly indexAheadWaitMs?: number;
 }

@@ -23,6 +23,28 @@ export const SERVER_OPTIONS: grpc.ServerOptions = {
 
 const SERVICES = ["sluice.v1.StateChangeSubscription", "sluice.v1.Catalog", "sluice.v1.KV", "sluice.v1.ACL"];
 
+/** Wraps a service's unary handlers so that each call's method, status and duration are observed. */
+function instrument<T extends object>(
+  service: string,
+  impl: T,
+  observe: ((method: string, code: string, ms: number) => void) | undefined,
+): T {
+  if (!observe) return impl;
+  const out: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(impl)) {
+    const h = handler as grpc.handleUnaryCall<unknown, unknown>;
+    out[name] = ((call, callback) => {
+      const t0 = performance.now();
+      h(call, (err, res) => {
+        const code = err ? grpc.status[(err as { code?: number }).code ?? grpc.status.UNKNOWN] : "OK";
+        observe(`/${service}/${name}`, String(code), performance.now() - t0);
+        callback(err, res);
+      });
+    }) satisfies grpc.handleUnaryCall<unknown, unknown>;
+  }
+  return out as T;
+}
+
 /** The gRPC face of Sluice: Subscribe, the write and read APIs, health and reflection. */
 export class GrpcServer {
   private readonly server = new grpc.Server(SERVER_OPTIONS);
@@ -40,9 +62,13 @@ export class GrpcServer {
     this.server.addService(streamDef, {
       Subscribe: makeSubscribeHandler(deps),
     } as grpc.UntypedServiceImplementation);
-    this.server.addService(sluiceV1.Catalog.service, catalogService(deps));
-    this.server.addService(sluiceV1.KV.service, kvService(deps));
-    this.server.addService(sluiceV1.ACL.service, aclService(deps));
+    const observe = deps.onRequest;
+    this.server.addService(
+      sluiceV1.Catalog.service,
+      instrument("sluice.v1.Catalog", catalogService(deps), observe),
+    );
+    this.server.addService(sluiceV1.KV.service, instrument("sluice.v1.KV", kvService(deps), observe));
+    this.server.addService(sluiceV1.ACL.service, instrument("sluice.v1.ACL", aclService(deps), observe));
     this.health.addToServer(this.server);
     new ReflectionService(packageDefinition).addToServer(this.server);
   }

@@ -52,6 +52,8 @@ export class Metrics {
   readonly registry = new Registry();
   private publisher: EventPublisher | undefined;
   private http: RouteContext | undefined;
+  private readonly grpcRequests: Counter;
+  private readonly grpcDuration: Histogram;
   private readonly fsync: Histogram;
   private readonly commits: Histogram<"result">;
   private readonly httpRequests: Counter<"method" | "route" | "status">;
@@ -128,6 +130,19 @@ export class Metrics {
       buckets: HTTP_BUCKETS,
       registers,
     });
+    this.grpcRequests = new Counter({
+      name: "sluice_grpc_requests_total",
+      help: "Unary gRPC calls answered, by method and status code.",
+      labelNames: ["method", "code"],
+      registers,
+    });
+    this.grpcDuration = new Histogram({
+      name: "sluice_grpc_request_duration_seconds",
+      help: "Unary gRPC call durations, by method and status code.",
+      labelNames: ["method", "code"],
+      buckets: HTTP_BUCKETS,
+      registers,
+    });
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -139,6 +154,12 @@ export class Metrics {
   /** For `StoreOptions.onFsync`: one fsync took `ms`. */
   readonly observeFsync = (ms: number): void => {
     this.fsync.observe(ms / 1000);
+  };
+
+  /** For `BrokerDeps.onRequest`: one unary gRPC call ended with `code` after `ms`. */
+  readonly observeGrpc = (method: string, code: string, ms: number): void => {
+    this.grpcRequests.inc({ method, code });
+    this.grpcDuration.observe({ method, code }, ms / 1000);
   };
 
   /** For `HttpDeps.onCommitDuration`: one commit took `ms` and was applied or refused. */

@@ -70,6 +70,7 @@ export class SluiceServer {
       admin,
       logger,
       maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
+      onRequest: metrics.observeGrpc,
     });
     try {
       server.grpcPort = await server.grpc.listen(config.grpcAddr);

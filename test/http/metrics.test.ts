@@ -1,8 +1,10 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { PROMETHEUS_CONTENT_TYPE } from "../../src/http/index.js";
+import { sluiceV1 } from "../../src/proto/index.js";
 import { type HttpApi, startServer } from "./http-harness.js";
 
 /*
@@ -105,6 +107,26 @@ describe("GET /v1/agent/metrics", () => {
     const text = await scrape(api);
     expect(sample(text, "sluice_wal_fsync_seconds_count")).toBeGreaterThanOrEqual(1);
     expect(sample(text, "sluice_wal_fsync_seconds_sum")).toBeGreaterThan(0);
+  });
+
+  it("counts and times unary gRPC calls by method and status code", async () => {
+    const api = await startServer();
+    const kv = new sluiceV1.KV(`127.0.0.1:${api.server.grpcPort}`, grpc.credentials.createInsecure());
+    const put = (key: string) =>
+      new Promise<grpc.ServiceError | null>((resolve) =>
+        kv.Put({ key, value: Buffer.from("v") }, (err) => resolve(err)),
+      );
+    expect(await put("a")).toBeNull();
+    expect((await put("/bad"))?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    kv.close();
+    const text = await scrape(api);
+    expect(sample(text, 'sluice_grpc_requests_total{method="/sluice.v1.KV/Put",code="OK"}')).toBe(1);
+    expect(
+      sample(text, 'sluice_grpc_requests_total{method="/sluice.v1.KV/Put",code="INVALID_ARGUMENT"}'),
+    ).toBe(1);
+    expect(
+      sample(text, 'sluice_grpc_request_duration_seconds_count{method="/sluice.v1.KV/Put",code="OK"}'),
+    ).toBe(1);
   });
 
   it("answers JSON without a format and 400 for an unknown one; /v1/health is unchanged", async () => {
