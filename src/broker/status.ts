@@ -23,6 +23,7 @@ import {
   TooManySubscriptionsError,
 } from "../stream/index.js";
 import { InvalidArgumentError, NotFoundError } from "./errors.js";
+import { NotWriterError, WriterUnavailableError } from "./jetstream/index.js";
 
 /**
  * The one mapping from internal errors to gRPC status codes. The error's class name travels
@@ -39,7 +40,9 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> & { code: Stat
 function codeOf(err: unknown): Status {
   if (err instanceof SubscriptionForceClosedError) return Status.ABORTED;
   if (err instanceof ShuttingDownError || err instanceof StoreClosedError) return Status.UNAVAILABLE;
-  if (err instanceof StoreFailedError) return Status.UNAVAILABLE;
+  if (err instanceof StoreFailedError || err instanceof WriterUnavailableError) return Status.UNAVAILABLE;
+  // An edge with write forwarding off: the message names the writer to go to.
+  if (err instanceof NotWriterError) return Status.FAILED_PRECONDITION;
   if (err instanceof TokenNotFoundError || err instanceof PermissionDeniedError)
     return Status.PERMISSION_DENIED;
   if (

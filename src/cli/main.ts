@@ -5,6 +5,7 @@ const USAGE = `sluice <command> [flags]
 
 Commands:
   server                       run the server (sluice server --help)
+  edge --nats url              run an edge replica of a writer (sluice edge --help)
   watch service <name> | kv <prefix>     live view, one line per change
   kv put|get|delete|list       key/value operations
   catalog register|deregister|services|service <name>
@@ -24,6 +25,10 @@ async function main(argv: string[]): Promise<number> {
     // Loaded only when needed: client commands start without the whole server.
     const { serverCommand } = await import("./server-command.js");
     return serverCommand(rest);
+  }
+  if (cmd === "edge") {
+    const { serverCommand } = await import("./server-command.js");
+    return serverCommand(rest, "edge");
   }
   const command = COMMANDS[cmd];
   if (!command) {

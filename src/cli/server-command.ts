@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { ConfigError, flagName, ListenError, loadConfig, SETTINGS, SluiceServer } from "../server/index.js";
 
-const BOOL_FLAGS = new Set(["dev", "acl-enabled"]);
+const BOOL_FLAGS = new Set(["dev", "acl-enabled", "edge"]);
 
 export const SERVER_USAGE = `sluice server [flags]
 
@@ -21,10 +21,32 @@ environment variables, then flags, in that order.
   --max-subscriptions-per-token n    --max-subscriptions-per-connection n
   --shutdown-grace-ms n        --log-level debug|info|warn|error
   --config file.json
+
+JetStream (see docs/ARCHITECTURE.md, "JetStream bridge and edges"):
+  --nats url[,url]             publish the commit log to JetStream (off when empty)
+  --nats-stream name           stream name (default SLUICE)
+  --nats-prefix prefix         subject prefix (default sluice: sluice.log, sluice.events.>)
+  --nats-snapshot-every n      commits between snapshots stored for edges (default 10000)
+  --nats-max-age-sec n         stream retention by age (default 0: unlimited)
+  --nats-max-bytes n           stream retention by size (default 0: unlimited)
+`;
+
+export const EDGE_USAGE = `sluice edge --nats url [flags]
+
+Starts an edge: it loads the writer's newest snapshot from JetStream, replays the writer's
+commit log after it and follows it, and serves gRPC Subscribe, the HTTP reads and blocking
+queries with the writer's indexes. Writes are forwarded to the writer (read-your-writes).
+The state is kept in memory; nothing is written to disk.
+
+  --nats url[,url]             the writer's NATS (required)
+  --nats-stream name           --nats-prefix prefix      (as the writer's)
+  --edge-forward-writes true|false   forward writes to the writer (default true)
+  --grpc-addr host:port        --http-addr host:port     --acl-default-policy allow|deny
+  --log-level debug|info|warn|error   and the other \`sluice server\` flags
 `;
 
 /** `sluice server`: runs until SIGTERM/SIGINT; a second signal forces exit. */
-export async function serverCommand(argv: string[]): Promise<number> {
+export async function serverCommand(argv: string[], role: "server" | "edge" = "server"): Promise<number> {
   const options: Record<string, { type: "string" | "boolean" }> = {
     config: { type: "string" },
     help: { type: "boolean" },
@@ -33,12 +55,12 @@ export async function serverCommand(argv: string[]): Promise<number> {
     options[flagName(k)] = { type: BOOL_FLAGS.has(flagName(k)) ? "boolean" : "string" };
   const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
   if (values.help) {
-    process.stdout.write(SERVER_USAGE);
+    process.stdout.write(role === "edge" ? EDGE_USAGE : SERVER_USAGE);
     return 0;
   }
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig(values, process.env);
+    config = loadConfig(role === "edge" ? { ...values, edge: true } : values, process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`sluice: ${err.message}\n`);
@@ -85,7 +107,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
     stop(server);
     return done;
   }
-  const where = config.dev ? "in memory (--dev: nothing is kept)" : `in ${config.dataDir}`;
+  const where = config.edge
+    ? `replicated from JetStream stream ${config.natsStream} at ${config.nats} (in memory)`
+    : config.dev
+      ? "in memory (--dev: nothing is kept)"
+      : `in ${config.dataDir}`;
   const at = (addr: string, port: number): string => addr.replace(/:\d+$/, `:${port}`);
   process.stderr.write(
     `\nSluice is up. gRPC on ${at(config.grpcAddr, server.grpcPort)}, HTTP on ${at(config.httpAddr, server.httpPort)}; ` +

@@ -36,6 +36,15 @@ const PUBLISHER_COUNTERS: readonly [
   ["sluice_force_closes_total", "Subscriptions force-closed (their token's rules changed).", "forceCloses"],
 ];
 
+/** Replication figures: a writer's bridge, or an edge's lag behind its writer. */
+export interface ReplicationGauges {
+  readonly bridgeLagCommits?: number;
+  readonly bridgePublishedIndex?: number;
+  readonly replicationLagCommits?: number;
+  readonly replicationLagSeconds?: number;
+  readonly replicationIndex?: number;
+}
+
 /** The content type of the Prometheus text exposition format. */
 export const PROMETHEUS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 
@@ -97,6 +106,14 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "sluice_http_event_streams",
+      help: "Server-Sent Event streams open (/v1/stream and notification channels).",
+      registers,
+      collect() {
+        this.set(httpContext()?.eventStreams ?? 0);
+      },
+    });
+    new Gauge({
       name: "sluice_http_views",
       help: "Shared materialized views serving blocking queries.",
       registers,
@@ -143,7 +160,49 @@ export class Metrics {
       buckets: HTTP_BUCKETS,
       registers,
     });
+    const replication = (): ReplicationGauges => this.replication?.() ?? {};
+    const gauges: readonly [string, string, keyof ReplicationGauges][] = [
+      [
+        "sluice_bridge_lag_commits",
+        "Writer: commits not yet acknowledged by JetStream (waiting in the bridge's outbox).",
+        "bridgeLagCommits",
+      ],
+      [
+        "sluice_bridge_published_index",
+        "Writer: index of the last commit JetStream acknowledged.",
+        "bridgePublishedIndex",
+      ],
+      [
+        "sluice_replication_lag_commits",
+        "Edge: commits of the writer's log not applied here yet.",
+        "replicationLagCommits",
+      ],
+      [
+        "sluice_replication_lag_seconds",
+        "Edge: how far behind the writer this edge is, in seconds.",
+        "replicationLagSeconds",
+      ],
+      ["sluice_replication_index", "Edge: index of the last commit applied here.", "replicationIndex"],
+    ];
+    for (const [name, help, field] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const v = replication()[field];
+          if (v !== undefined) this.set(v);
+        },
+      });
+    }
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  private replication: (() => ReplicationGauges) | undefined;
+
+  /** Reads the JetStream bridge's or the edge's replication figures at each scrape. */
+  attachReplication(read: () => ReplicationGauges): void {
+    this.replication = read;
   }
 
   /** Reads the publisher's counters from now on. */

@@ -19,7 +19,29 @@ export interface ServerConfig {
   readonly maxSubscriptionsPerConnection: number;
   readonly snapshotEvery: number;
   readonly shutdownGraceMs: number;
+  /** Event streams: idle time after which a keep-alive comment is sent. */
+  readonly sseKeepAliveMs: number;
+  /** Open notification channels per token. */
+  readonly notificationChannelsPerToken: number;
+  /** Subscriptions per token across its notification channels. */
+  readonly notificationSubscriptionsPerToken: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
+  /** NATS URL(s): publish the commit log to JetStream (writer), or replicate from it (edge). Empty: off. */
+  readonly nats: string;
+  /** The JetStream stream of the commit log. */
+  readonly natsStream: string;
+  /** Subject prefix of the feed (`<prefix>.log`, `<prefix>.events.…`, `<prefix>.write`). */
+  readonly natsPrefix: string;
+  /** Commits between state snapshots the writer stores in JetStream for new edges. */
+  readonly natsSnapshotEvery: number;
+  /** Stream retention: oldest message age in seconds (0: unlimited). */
+  readonly natsMaxAgeSec: number;
+  /** Stream retention: total bytes (0: unlimited). */
+  readonly natsMaxBytes: number;
+  /** Run as an edge: state replicated from the writer through JetStream (`sluice edge`). */
+  readonly edge: boolean;
+  /** On an edge: forward writes to the writer (else they fail naming it). */
+  readonly edgeForwardWrites: boolean;
 }
 
 export const DEFAULTS: ServerConfig = {
@@ -38,7 +60,18 @@ export const DEFAULTS: ServerConfig = {
   maxSubscriptionsPerConnection: 10_000,
   snapshotEvery: 50_000,
   shutdownGraceMs: 10_000,
+  sseKeepAliveMs: 15_000,
+  notificationChannelsPerToken: 16,
+  notificationSubscriptionsPerToken: 256,
   logLevel: "info",
+  nats: "",
+  natsStream: "SLUICE",
+  natsPrefix: "sluice",
+  natsSnapshotEvery: 10_000,
+  natsMaxAgeSec: 0,
+  natsMaxBytes: 0,
+  edge: false,
+  edgeForwardWrites: true,
 };
 
 /** A setting is missing, malformed or out of range. */
@@ -56,7 +89,7 @@ export class ConfigError extends Error {
 }
 
 type Key = keyof ServerConfig;
-type Kind = "string" | "bool" | "int" | { readonly oneOf: readonly string[] };
+type Kind = "string" | "optString" | "bool" | "int" | { readonly oneOf: readonly string[] };
 
 const SCHEMA: { readonly [K in Key]: { kind: Kind; min?: number } } = {
   grpcAddr: { kind: "string" },
@@ -74,7 +107,18 @@ const SCHEMA: { readonly [K in Key]: { kind: Kind; min?: number } } = {
   maxSubscriptionsPerConnection: { kind: "int", min: 1 },
   snapshotEvery: { kind: "int", min: 1 },
   shutdownGraceMs: { kind: "int", min: 0 },
+  sseKeepAliveMs: { kind: "int", min: 10 },
+  notificationChannelsPerToken: { kind: "int", min: 1 },
+  notificationSubscriptionsPerToken: { kind: "int", min: 1 },
   logLevel: { kind: { oneOf: ["debug", "info", "warn", "error"] } },
+  nats: { kind: "optString" },
+  natsStream: { kind: "string" },
+  natsPrefix: { kind: "string" },
+  natsSnapshotEvery: { kind: "int", min: 1 },
+  natsMaxAgeSec: { kind: "int", min: 0 },
+  natsMaxBytes: { kind: "int", min: 0 },
+  edge: { kind: "bool" },
+  edgeForwardWrites: { kind: "bool" },
 };
 
 /** `grpcAddr` → `grpc-addr` (flag) and `SLUICE_GRPC_ADDR` (environment). */
@@ -85,6 +129,10 @@ export const SETTINGS = Object.keys(SCHEMA) as Key[];
 function coerce(key: Key, raw: unknown, source: string): unknown {
   const { kind, min } = SCHEMA[key];
   const setting = source === "flag" ? `--${flagName(key)}` : source === "environment" ? envName(key) : key;
+  if (kind === "optString") {
+    if (typeof raw !== "string") throw new ConfigError(setting, "must be a string", source);
+    return raw;
+  }
   if (kind === "string") {
     if (typeof raw !== "string" || raw === "")
       throw new ConfigError(setting, "must be a non-empty string", source);
@@ -93,6 +141,16 @@ function coerce(key: Key, raw: unknown, source: string): unknown {
       !/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(raw)
     ) {
       throw new ConfigError(setting, `must be host:port, got "${raw}"`, source);
+    }
+    if (key === "natsStream" && !/^[A-Za-z0-9_-]+$/.test(raw)) {
+      throw new ConfigError(setting, `must be letters, digits, - and _, got "${raw}"`, source);
+    }
+    if (key === "natsPrefix" && !/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(raw)) {
+      throw new ConfigError(
+        setting,
+        `must be dot-separated tokens of letters, digits, - and _, got "${raw}"`,
+        source,
+      );
     }
     return raw;
   }
@@ -149,6 +207,9 @@ export function loadConfig(flags: Readonly<Record<string, unknown>>, env: NodeJS
   for (const k of SETTINGS) {
     const v = flags[flagName(k)];
     if (v !== undefined) out[k] = coerce(k, v, "flag");
+  }
+  if (out.edge === true && out.nats === "") {
+    throw new ConfigError("--nats", "an edge replicates from JetStream: give the writer's NATS URL", "flag");
   }
   // --dev means in memory with ACLs off by default; an explicit --acl-enabled still counts.
   return out as unknown as ServerConfig;

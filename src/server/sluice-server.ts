@@ -2,6 +2,8 @@ import { resolve } from "node:path";
 import pino, { type Logger } from "pino";
 import { AclAdmin, AclEnforcer, TokenResolver } from "../acl/index.js";
 import { GrpcServer } from "../broker/index.js";
+import { JetStreamBridge } from "../broker/jetstream/index.js";
+import { EdgeReplica } from "../edge/index.js";
 import { HttpServer, Metrics } from "../http/index.js";
 import { Store } from "../state/index.js";
 import { EventPublisher } from "../stream/index.js";
@@ -31,23 +33,81 @@ export class SluiceServer {
     readonly admin: AclAdmin,
     /** The Prometheus registry `GET /v1/agent/metrics` serves. */
     readonly metrics: Metrics,
+    /** The JetStream bridge (a writer started with --nats). */
+    readonly bridge: JetStreamBridge | undefined,
+    /** The replica an edge serves from (`sluice edge`). */
+    readonly replica: EdgeReplica | undefined,
   ) {}
 
   static async start(
     config: ServerConfig,
     logger: Logger = pino({ level: config.logLevel }),
   ): Promise<SluiceServer> {
-    const dataDir = config.dev ? undefined : resolve(config.dataDir);
+    const dataDir = config.dev || config.edge ? undefined : resolve(config.dataDir);
     const metrics = new Metrics();
-    const store = await Store.open({
-      ...(dataDir ? { dataDir } : { inMemory: true }),
-      fsync: config.fsync,
-      snapshotEvery: config.snapshotEvery,
-      historyRetain: config.historyMaxEvents,
-      initialize: true,
-      logger,
-      onFsync: metrics.observeFsync,
-    });
+    // How this server is reached: the configured addresses until the listeners are up.
+    const addrs = { grpc: config.grpcAddr, http: config.httpAddr };
+    let bridge: JetStreamBridge | undefined;
+    let replica: EdgeReplica | undefined;
+    let store: Store;
+    if (config.edge) {
+      logger.info(
+        { nats: config.nats, stream: config.natsStream },
+        "edge: loading the writer's state from JetStream",
+      );
+      replica = await EdgeReplica.connect({
+        servers: config.nats,
+        stream: config.natsStream,
+        prefix: config.natsPrefix,
+        forwardWrites: config.edgeForwardWrites,
+        logger: logger.child({ component: "edge" }),
+      });
+      store = replica.store;
+      const r = replica;
+      metrics.attachReplication(() => {
+        const lag = r.lag();
+        return {
+          replicationLagCommits: lag.commits,
+          replicationLagSeconds: lag.seconds,
+          replicationIndex: lag.index,
+        };
+      });
+    } else {
+      store = await Store.open({
+        ...(dataDir ? { dataDir } : { inMemory: true }),
+        fsync: config.fsync,
+        snapshotEvery: config.snapshotEvery,
+        historyRetain: config.historyMaxEvents,
+        initialize: true,
+        logger,
+        onFsync: metrics.observeFsync,
+        // Log segments stay until JetStream has their commits (the bridge's outbox).
+        retainLogFrom: () => bridge?.retainFrom() ?? Number.POSITIVE_INFINITY,
+      });
+      if (config.nats) {
+        try {
+          bridge = await JetStreamBridge.start({
+            servers: config.nats,
+            stream: config.natsStream,
+            prefix: config.natsPrefix,
+            snapshotEvery: config.natsSnapshotEvery,
+            maxAgeMs: config.natsMaxAgeSec * 1000,
+            maxBytes: config.natsMaxBytes,
+            writer: addrs,
+            store,
+            logger: logger.child({ component: "bridge" }),
+          });
+        } catch (err) {
+          await store.close();
+          throw err;
+        }
+        const b = bridge;
+        metrics.attachReplication(() => ({
+          bridgeLagCommits: b.lag,
+          bridgePublishedIndex: b.publishedIndex,
+        }));
+      }
+    }
     const publisher = EventPublisher.attach(store, {
       history: { maxEvents: config.historyMaxEvents, maxBytes: config.historyMaxBytes },
       snapshotCache: { ttlMs: config.snapshotCacheTtlMs },
@@ -61,8 +121,21 @@ export class SluiceServer {
     });
     const enforcer = new AclEnforcer(publisher, resolver, logger);
     const admin = new AclAdmin(store, config.aclEnabled, logger);
-    await admin.ensureAnonymous();
-    const server = new SluiceServer(config, logger, store, publisher, enforcer, admin, metrics);
+    // An edge's anonymous token comes with the writer's state.
+    if (!replica) await admin.ensureAnonymous();
+    // An edge serves once it has replayed what the stream held when it started.
+    if (replica) await replica.follow();
+    const server = new SluiceServer(
+      config,
+      logger,
+      store,
+      publisher,
+      enforcer,
+      admin,
+      metrics,
+      bridge,
+      replica,
+    );
     server.grpc = new GrpcServer({
       store,
       publisher,
@@ -75,10 +148,12 @@ export class SluiceServer {
     try {
       server.grpcPort = await server.grpc.listen(config.grpcAddr);
     } catch (err) {
-      await store.close();
+      await bridge?.close();
+      await (replica ? replica.close() : store.close());
       throw new ListenError("gRPC", config.grpcAddr, { cause: err });
     }
     const grpcAddr = config.grpcAddr.replace(/:\d+$/, `:${server.grpcPort}`);
+    addrs.grpc = grpcAddr;
     server.http = new HttpServer({
       store,
       publisher,
@@ -87,6 +162,11 @@ export class SluiceServer {
       logger: logger.child({ component: "http" }),
       leaderAddr: grpcAddr,
       onCommitDuration: metrics.observeCommit,
+      sseKeepAliveMs: config.sseKeepAliveMs,
+      notifications: {
+        maxChannelsPerToken: config.notificationChannelsPerToken,
+        maxSubscriptionsPerToken: config.notificationSubscriptionsPerToken,
+      },
       routes: [metrics.routes],
     });
     try {
@@ -96,15 +176,19 @@ export class SluiceServer {
       server.grpc.forceShutdown();
       publisher.shutdown();
       enforcer.close();
-      await store.close();
+      await bridge?.close();
+      await (replica ? replica.close() : store.close());
       throw new ListenError("HTTP", config.httpAddr, { cause: err });
     }
     const httpAddr = config.httpAddr.replace(/:\d+$/, `:${server.httpPort}`);
+    addrs.http = httpAddr;
     logger.info(
       {
         grpc: grpcAddr,
         http: httpAddr,
-        dataDir: dataDir ?? "(in memory: --dev)",
+        role: replica ? "edge" : "writer",
+        dataDir: replica ? "(edge: in memory, replicated)" : (dataDir ?? "(in memory: --dev)"),
+        nats: config.nats ? `${config.nats} stream ${config.natsStream}` : "off",
         fsync: dataDir ? config.fsync : "n/a",
         acl: config.aclEnabled ? `enabled, default policy ${config.aclDefaultPolicy}` : "disabled",
         index: store.index,
@@ -131,7 +215,10 @@ export class SluiceServer {
       this.publisher.shutdown();
       await this.grpc?.shutdown(this.config.shutdownGraceMs);
       this.enforcer.close();
-      await this.store.close();
+      // Give the bridge a moment to hand what is queued to JetStream; the rest stays in the
+      // local log and is published at the next start.
+      await this.bridge?.close(Math.min(this.config.shutdownGraceMs, 2000));
+      await (this.replica ? this.replica.close() : this.store.close());
       this.metrics.close();
       this.logger.info({ index: this.store.index }, "stopped");
     })();

@@ -116,3 +116,16 @@ export class DataDirLockedError extends Error {
     super(`data directory ${dir} is in use${pid ? ` by process ${pid}` : ""}`, options);
   }
 }
+
+/** A replica was handed a commit that does not follow its last one. */
+export class ReplicationGapError extends Error {
+  override readonly name = "ReplicationGapError";
+  constructor(
+    /** The replica's last applied index. */
+    readonly applied: number,
+    /** The index of the commit it was handed. */
+    readonly received: number,
+  ) {
+    super(`replication gap: applied up to ${applied}, received commit ${received}`);
+  }
+}

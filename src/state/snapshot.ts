@@ -40,20 +40,47 @@ export function listSnapshots(dir: string): { file: string; index: number }[] {
     .sort((a, b) => a.index - b.index);
 }
 
-export function writeSnapshot(dir: string, root: StateRoot): string {
+/**
+ * A root as snapshot bytes: the header line, then the JSON body. The same bytes go to a
+ * snapshot file and, through the JetStream bridge, to edges.
+ */
+export function encodeSnapshot(root: StateRoot): Buffer {
   const tables: Record<string, AnyRow[]> = {};
   for (const t of TABLE_NAMES) tables[t] = [...(root[t] as SortedMap<AnyRow>).values()];
   const body = Buffer.from(encodeJson({ tables }), "utf8");
   const header = Buffer.from(
     `${JSON.stringify({ format: FORMAT, index: root.index, crc: crc32(body), bytes: body.length })}\n`,
   );
+  return Buffer.concat([header, body]);
+}
+
+/** Reads snapshot bytes back into a root; `source` names them in a {@link CorruptSnapshotError}. */
+export function decodeSnapshot(buf: Buffer, source: string): StateRoot {
+  const nl = buf.indexOf(10);
+  if (nl < 0) throw new CorruptSnapshotError(source, "no header line");
+  let header: { format: number; index: number; crc: number; bytes: number };
+  try {
+    header = JSON.parse(buf.subarray(0, nl).toString("utf8"));
+  } catch (err) {
+    throw new CorruptSnapshotError(source, "unreadable header", { cause: err });
+  }
+  if (header.format !== FORMAT) throw new CorruptSnapshotError(source, `unknown format ${header.format}`);
+  const body = buf.subarray(nl + 1);
+  if (body.length !== header.bytes)
+    throw new CorruptSnapshotError(source, `body is ${body.length} bytes, expected ${header.bytes}`);
+  if (crc32(body) !== header.crc) throw new CorruptSnapshotError(source, "checksum mismatch");
+  const { tables } = decodeJson<{ tables: Record<TableName, AnyRow[]> }>(body.toString("utf8"));
+  return buildRoot(header.index as Index, tables);
+}
+
+export function writeSnapshot(dir: string, root: StateRoot): string {
+  const bytes = encodeSnapshot(root);
   const file = join(dir, snapshotName(root.index));
   const tmp = `${file}.tmp`;
   const fd = openSync(tmp, "w");
   try {
-    writeSync(fd, header);
     let off = 0;
-    while (off < body.length) off += writeSync(fd, body, off);
+    while (off < bytes.length) off += writeSync(fd, bytes, off);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -64,22 +91,7 @@ export function writeSnapshot(dir: string, root: StateRoot): string {
 }
 
 export function readSnapshot(file: string): StateRoot {
-  const buf = readFileSync(file);
-  const nl = buf.indexOf(10);
-  if (nl < 0) throw new CorruptSnapshotError(file, "no header line");
-  let header: { format: number; index: number; crc: number; bytes: number };
-  try {
-    header = JSON.parse(buf.subarray(0, nl).toString("utf8"));
-  } catch (err) {
-    throw new CorruptSnapshotError(file, "unreadable header", { cause: err });
-  }
-  if (header.format !== FORMAT) throw new CorruptSnapshotError(file, `unknown format ${header.format}`);
-  const body = buf.subarray(nl + 1);
-  if (body.length !== header.bytes)
-    throw new CorruptSnapshotError(file, `body is ${body.length} bytes, expected ${header.bytes}`);
-  if (crc32(body) !== header.crc) throw new CorruptSnapshotError(file, "checksum mismatch");
-  const { tables } = decodeJson<{ tables: Record<TableName, AnyRow[]> }>(body.toString("utf8"));
-  return buildRoot(header.index as Index, tables);
+  return decodeSnapshot(readFileSync(file), file);
 }
 
 /** Builds a root from whole tables in one pass per table and index (no per-row copying). */

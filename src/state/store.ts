@@ -4,7 +4,7 @@ import { produce } from "immer";
 import { applyTxn, redo, undo } from "./apply.js";
 import { decodeCommit, encodeCommit } from "./codec.js";
 import { acquireDirLock, releaseDirLock } from "./data-dir-lock.js";
-import { CorruptLogError, StoreClosedError, StoreFailedError } from "./errors.js";
+import { CorruptLogError, ReplicationGapError, StoreClosedError, StoreFailedError } from "./errors.js";
 import { emptyRoot, type MutableRoot, type StateRoot } from "./schema.js";
 import { listSnapshots, pruneSnapshots, readSnapshot, writeSnapshot } from "./snapshot.js";
 import type { Commit, CommitResult, FsyncMode, Index, Txn } from "./types.js";
@@ -48,6 +48,26 @@ export interface StoreOptions {
   readonly initialize?: boolean;
   /** Observes each fsync's duration (metrics). */
   readonly onFsync?: (ms: number) => void;
+  /**
+   * The oldest index the log must keep beyond the snapshot's history (the JetStream bridge's
+   * first commit not yet acknowledged): segments holding it or anything newer are not deleted.
+   */
+  readonly retainLogFrom?: () => number;
+}
+
+/** Options of a replica store (an edge): state comes from the writer, writes go to it. */
+export interface ReplicaOptions {
+  /** The state to start from (a snapshot the writer published, or an empty root). */
+  readonly root: StateRoot;
+  /**
+   * Sends a validated transaction to the writer and resolves with its commit there, or
+   * rejects (NotWriterError when forwarding is off, WriterUnavailableError, or the writer's
+   * own error).
+   */
+  readonly forward: (txn: Txn) => Promise<CommitResult>;
+  /** How long a forwarded write waits for its commit to arrive here (default 10 s). */
+  readonly applyWaitMs?: number;
+  readonly logger?: StoreLogger;
 }
 
 /**
@@ -88,8 +108,15 @@ export class Store {
   private readonly listeners = new Set<CommitListener>();
   private lastSnapshotIndex: number;
   private snapshotting = false;
-  private readonly opts: Required<Omit<StoreOptions, "dataDir" | "onFsync" | "initialize">> &
-    Pick<StoreOptions, "dataDir" | "onFsync">;
+  private readonly opts: Required<
+    Omit<StoreOptions, "dataDir" | "onFsync" | "initialize" | "retainLogFrom">
+  > &
+    Pick<StoreOptions, "dataDir" | "onFsync" | "retainLogFrom">;
+  /** Set on a replica: where its writes go. */
+  private forward: ReplicaOptions["forward"] | undefined;
+  private applyWaitMs = 10_000;
+  /** Forwarded writes waiting for their commit to be replicated here. */
+  private applyWaiters: { index: number; resolve: () => void }[] = [];
   private inflight: Promise<unknown> = Promise.resolve();
   private readonly recoveryRoot: StateRoot;
 
@@ -119,6 +146,7 @@ export class Store {
       logger: options.logger ?? silent,
       dataDir: options.dataDir === undefined ? undefined : resolve(options.dataDir),
       onFsync: options.onFsync,
+      retainLogFrom: options.retainLogFrom,
     };
     if (opts.inMemory)
       return Store.initialized(new Store(emptyRoot(), undefined, [], opts, undefined), options);
@@ -142,6 +170,147 @@ export class Store {
       releaseDirLock(lockFile);
       throw err;
     }
+  }
+
+  /**
+   * A replica: an in-memory store whose commits come from the writer through
+   * {@link applyReplicated}, with the writer's indexes, and whose `commit` forwards the
+   * transaction to the writer and resolves once the commit has been applied here
+   * (read-your-writes).
+   */
+  static replica(options: ReplicaOptions): Store {
+    const store = new Store(
+      options.root,
+      undefined,
+      [],
+      {
+        inMemory: true,
+        fsync: "never",
+        snapshotEvery: Number.MAX_SAFE_INTEGER,
+        historyRetain: 0,
+        drainChunk: 1024,
+        segmentBytes: 0,
+        logger: options.logger ?? silent,
+        dataDir: undefined,
+        onFsync: undefined,
+        retainLogFrom: undefined,
+      },
+      undefined,
+    );
+    store.forward = options.forward;
+    store.applyWaitMs = options.applyWaitMs ?? 10_000;
+    return store;
+  }
+
+  /** Whether this store is a replica (state from the writer, writes forwarded). */
+  get isReplica(): boolean {
+    return this.forward !== undefined;
+  }
+
+  /**
+   * Applies a commit made by the writer (a replica only): its changes' after-images, at the
+   * writer's index, which must be the next one. Listeners run before it returns.
+   */
+  applyReplicated(commit: Commit): void {
+    if (!this.forward) throw new TypeError("applyReplicated: not a replica store");
+    if (this.closed) throw new StoreClosedError();
+    const before = this.committedRoot;
+    if (commit.index !== before.index + 1) {
+      throw new ReplicationGapError(before.index, commit.index);
+    }
+    const d = { ...before, idx: { ...before.idx } } as unknown as MutableRoot;
+    redo(d, commit.changes);
+    d.index = commit.index;
+    Object.freeze(d.idx);
+    const after = Object.freeze(d) as unknown as StateRoot;
+    this.committedRoot = after;
+    this.pendingRoot = after;
+    for (const l of this.listeners) {
+      try {
+        l(commit, before, after);
+      } catch (err) {
+        this.opts.logger.error({ err }, "commit listener threw");
+      }
+    }
+    if (this.applyWaiters.length > 0) {
+      const ready = this.applyWaiters.filter((w) => w.index <= after.index);
+      this.applyWaiters = this.applyWaiters.filter((w) => w.index > after.index);
+      for (const w of ready) w.resolve();
+    }
+  }
+
+  /** Resolves once this replica has applied `index`, or after `applyWaitMs` (logged). */
+  private whenApplied(index: number): Promise<void> {
+    if (this.committedRoot.index >= index) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.applyWaiters = this.applyWaiters.filter((w) => w !== waiter);
+        this.opts.logger.warn(
+          { index, applied: this.committedRoot.index, waitedMs: this.applyWaitMs },
+          "a forwarded write committed on the writer has not been replicated here yet",
+        );
+        resolve();
+      }, this.applyWaitMs);
+      timer.unref?.();
+      const waiter = {
+        index,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      this.applyWaiters.push(waiter);
+    });
+  }
+
+  /**
+   * Hands every commit from `from` up to the committed index to `visit`, oldest first, with
+   * rebuilt roots before and after each: how the JetStream bridge catches up after a restart.
+   * Returns false (and visits nothing) when the log no longer holds `from`.
+   */
+  replayLog(from: number, visit: CommitListener): boolean {
+    const end = this.committedRoot;
+    if (from > end.index) return true;
+    const commits = this.readLog(from, end.index);
+    if (!commits || commits.length !== end.index - from + 1 || commits[0]?.index !== from) return false;
+    let root = produce(end, (draft) => {
+      const d = draft as unknown as MutableRoot;
+      for (let i = commits.length - 1; i >= 0; i--) undo(d, commits[i]!.changes);
+      d.index = (from - 1) as Index;
+    });
+    for (const c of commits) {
+      const before = root;
+      root = produce(before, (draft) => {
+        const d = draft as unknown as MutableRoot;
+        redo(d, c.changes);
+        d.index = c.index;
+      });
+      visit(c, before, root);
+    }
+    return true;
+  }
+
+  /** Commits `from..to` read back from the log files (or the recovered history), or undefined. */
+  private readLog(from: number, to: number): Commit[] | undefined {
+    const dir = this.opts.dataDir;
+    if (!dir || !this.log) {
+      const first = this.recovered[0]?.index;
+      if (first === undefined || first > from) return undefined;
+      return this.recovered.filter((c) => c.index >= from && c.index <= to);
+    }
+    const segs = listSegments(dir);
+    let start = 0;
+    for (let i = 0; i < segs.length; i++) if (segs[i]!.first <= from) start = i;
+    const out: Commit[] = [];
+    for (let i = start; i < segs.length; i++) {
+      const { records } = readSegment(segs[i]!.file, i === segs.length - 1, true);
+      for (const rec of records) {
+        if (rec.index < from) continue;
+        if (rec.index > to) return out;
+        out.push(decodeCommit(rec.payload));
+      }
+    }
+    return out;
   }
 
   private static async initialized(store: Store, options: StoreOptions): Promise<Store> {
@@ -209,6 +378,7 @@ export class Store {
    */
   commit(txn: Txn): Promise<CommitResult> {
     if (this.closed) return Promise.reject(new StoreClosedError());
+    if (this.forward) return this.forwardCommit(txn);
     if (this.failed) return Promise.reject(new StoreFailedError({ cause: this.failed }));
     let own: Txn;
     try {
@@ -226,6 +396,14 @@ export class Store {
         setImmediate(() => this.drain());
       }
     });
+  }
+
+  private async forwardCommit(txn: Txn): Promise<CommitResult> {
+    const own = copyTxn(txn);
+    validateTxn(own);
+    const result = await this.forward!(own);
+    await this.whenApplied(result.index);
+    return result;
   }
 
   private drain(): void {
@@ -329,7 +507,9 @@ export class Store {
       this.lastSnapshotIndex = root.index;
       this.log.rotate();
       pruneSnapshots(dir, 2);
-      const removed = deleteSegmentsUpTo(dir, root.index - this.opts.historyRetain, this.log.activeSegment);
+      const keepFrom = this.opts.retainLogFrom?.() ?? Number.POSITIVE_INFINITY;
+      const upTo = Math.min(root.index - this.opts.historyRetain, keepFrom - 1);
+      const removed = deleteSegmentsUpTo(dir, upTo, this.log.activeSegment);
       this.opts.logger.info(
         { index: root.index, file, ms: Math.round(performance.now() - t0), segmentsRemoved: removed },
         "snapshot written",

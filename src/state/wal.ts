@@ -90,12 +90,15 @@ export interface ReadResult {
  * interrupted) is cut off; damage anywhere else throws {@link CorruptLogError} with the file
  * and offset, since cutting there would lose acknowledged commits.
  */
-export function readSegment(file: string, isLast: boolean): ReadResult {
+export function readSegment(file: string, isLast: boolean, readOnly = false): ReadResult {
   const buf = readFileSync(file);
   const records: LogRecord[] = [];
   let off = 0;
   const torn = (reason: string): ReadResult => {
     if (!isLast) throw new CorruptLogError(file, off, `${reason} in a segment that is not the last`);
+    // A live segment read back while the writer appends ends in its zero preallocation (or
+    // a record being written): stop there, and never cut a file someone is writing.
+    if (readOnly) return { records, truncatedBytes: 0 };
     const fd = openSync(file, "r+");
     try {
       ftruncateSync(fd, off);
