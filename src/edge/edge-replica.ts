@@ -82,6 +82,8 @@ export class EdgeReplica {
   private stopped: Error | undefined;
   private closed = false;
   readonly store: Store;
+  /** Index of the snapshot this edge started from. */
+  readonly snapshotIndex: number;
 
   private constructor(
     private readonly opts: EdgeOptions,
@@ -96,6 +98,7 @@ export class EdgeReplica {
     this.subjects = new FeedSubjects(opts.prefix ?? "sluice");
     this.streamName = opts.stream ?? "SLUICE";
     this.writer = writer;
+    this.snapshotIndex = root.index;
     this.store = Store.replica({
       root,
       forward: (txn) => this.forward(txn),
@@ -279,7 +282,7 @@ export class EdgeReplica {
   }
 
   private async forward(txn: Txn): Promise<CommitResult> {
-    if (this.opts.forwardWrites === false) throw new NotWriterError(this.writer);
+    if (this.opts.forwardWrites === false) throw new NotWriterError(await this.currentWriter());
     let reply: WriteReply;
     try {
       const res = await this.nc.request(this.subjects.write, Buffer.from(encodeJson({ txn }), "utf8"), {
@@ -297,6 +300,18 @@ export class EdgeReplica {
     }
     if ("error" in reply) throw errorFromWire(reply.error);
     return reply.ok;
+  }
+
+  /** Who the writer is now (asked over NATS), else as the snapshot named it. */
+  private async currentWriter(): Promise<SnapshotInfo["writer"] | undefined> {
+    try {
+      const res = await this.nc.request(this.subjects.writer, new Uint8Array(0), { timeout: 1000 });
+      const w = JSON.parse(Buffer.from(res.data).toString("utf8")) as SnapshotInfo["writer"];
+      this.writer = { grpc: w.grpc, http: w.http };
+    } catch {
+      // Not reachable: name it as last known.
+    }
+    return this.writer;
   }
 
   /** Stops following and closes the NATS connection. */

@@ -232,9 +232,14 @@ export class JetStreamBridge {
     this.nc = nc;
     this.js = nc.jetstream();
     this.jsm = await nc.jetstreamManager();
-    if (this.opts.serveWrites ?? true) {
-      this.writes = new WriteService(nc, this.subjects, this.opts.store, this.opts.logger);
-    }
+    this.writes = new WriteService(
+      nc,
+      this.subjects,
+      this.opts.store,
+      this.opts.logger,
+      () => this.opts.writer,
+      this.opts.serveWrites ?? true,
+    );
     this.opts.logger.info({ nats: this.opts.servers, stream: this.streamName }, "connected to NATS");
   }
 

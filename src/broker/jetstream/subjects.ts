@@ -6,6 +6,7 @@ import type { Topic } from "../../state/events/index.js";
  *   <prefix>.log                          one message per commit, in index order
  *   <prefix>.events.<topic>.<subject>     one message per topic event
  *   <prefix>.write                        write forwarding (request/reply, edges → writer)
+ *   <prefix>.writer                       who the writer is (request/reply: its gRPC and HTTP addresses)
  *
  * <topic> is the topic in lower snake case. <subject> is the event's subject key (the
  * lower-case service name, or the KV key) as ONE subject token: bytes outside
@@ -55,6 +56,7 @@ export class FeedSubjects {
   readonly log: string;
   readonly events: string;
   readonly write: string;
+  readonly writer: string;
 
   constructor(readonly prefix = "sluice") {
     if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
@@ -63,6 +65,7 @@ export class FeedSubjects {
     this.log = `${prefix}.log`;
     this.events = `${prefix}.events`;
     this.write = `${prefix}.write`;
+    this.writer = `${prefix}.writer`;
   }
 
   /** The subject of one topic event. */

@@ -19,7 +19,7 @@ export interface WriteRequest {
 export type WriteReply = { readonly ok: CommitResult } | { readonly error: WireError };
 
 /**
- * The writer's side of write forwarding: answers `<prefix>.write` requests from edges by
+ * The writer's side of write forwarding: tells who the writer is (`<prefix>.writer`) and answers `<prefix>.write` requests from edges by
  * committing the transaction to the store (queue group `sluice-writer`, so a standby
  * subscriber never commits twice). Encoding: JSON with KV bytes as {"$b": base64}.
  *
@@ -27,14 +27,24 @@ export type WriteReply = { readonly ok: CommitResult } | { readonly error: WireE
  * replicated ACL state before forwarding; secure NATS itself (accounts, TLS) accordingly.
  */
 export class WriteService {
-  private readonly sub: Subscription;
+  private readonly sub: Subscription | undefined;
+  private readonly info: Subscription;
 
   constructor(
     nc: NatsConnection,
     subjects: FeedSubjects,
     private readonly store: Store,
     private readonly logger: StoreLogger,
+    /** How the writer is reached (answered on `<prefix>.writer`). */
+    writer: () => { readonly grpc: string; readonly http: string },
+    serveWrites: boolean,
   ) {
+    this.info = nc.subscribe(subjects.writer, {
+      callback: (err, msg) => {
+        if (!err) msg.respond(Buffer.from(JSON.stringify({ ...writer(), index: store.index }), "utf8"));
+      },
+    });
+    if (!serveWrites) return;
     this.sub = nc.subscribe(subjects.write, {
       queue: "sluice-writer",
       callback: (err, msg) => {
@@ -64,6 +74,7 @@ export class WriteService {
   }
 
   close(): void {
-    this.sub.unsubscribe();
+    this.sub?.unsubscribe();
+    this.info.unsubscribe();
   }
 }

@@ -1,0 +1,234 @@
+import { status as Status } from "@grpc/grpc-js";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { Op, StateRoot, Txn } from "../../src/state/index.js";
+import { TABLE_NAMES } from "../../src/state/index.js";
+import { errorClass, grpcError, type Harness, type Watch } from "../helpers/grpc-harness.js";
+import { canonical } from "../helpers/views.js";
+import { freshFeed, startEdge, startWriter, useNats } from "./jetstream-harness.js";
+
+const nats = useNats();
+
+async function until(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!pred()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Waits until the edge has applied everything the writer committed. */
+const caughtUp = (edge: Harness, writer: Harness): Promise<void> =>
+  until(() => edge.server.store.index >= writer.server.store.index, "the edge to catch up");
+
+/** Every table's rows, as canonical text, for comparing two states. */
+function tables(root: StateRoot): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const t of TABLE_NAMES) out[t] = canonical([...(root[t] as { values(): Iterable<unknown> }).values()]);
+  return out;
+}
+
+const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s));
+
+/** The txn of a service instance with one check (node, service, check registered together). */
+function registerTxn(node: number, svc: number, inst: number, status: string): Txn {
+  const id = `s${svc}-${inst}`;
+  return [
+    { op: "node.register", node: { Node: `n${node}`, Address: `10.0.0.${node}` } },
+    { op: "service.register", service: { Node: `n${node}`, ID: id, Service: `s${svc}`, Port: 8000 + inst } },
+    {
+      op: "check.register",
+      check: { Node: `n${node}`, CheckID: `${id}-alive`, Name: "alive", Status: status, ServiceID: id },
+    },
+  ] as Txn;
+}
+
+const statusArb = fc.constantFrom("passing", "warning", "critical");
+const opArb: fc.Arbitrary<Txn> = fc.oneof(
+  fc.tuple(fc.nat(5), fc.nat(2), fc.nat(3), statusArb).map(([n, s, i, st]) => registerTxn(n, s, i, st)),
+  fc
+    .tuple(fc.nat(5), fc.nat(2), fc.nat(3))
+    .map(([n, s, i]): Txn => [{ op: "service.deregister", node: `n${n}`, serviceId: `s${s}-${i}` }]),
+  fc
+    .tuple(fc.nat(5), fc.nat(2), fc.nat(3), statusArb)
+    .map(
+      ([n, s, i, st]): Txn => [
+        { op: "check.status", node: `n${n}`, checkId: `s${s}-${i}-alive`, status: st } as Op,
+      ],
+    ),
+  fc
+    .tuple(fc.nat(9), fc.string({ maxLength: 8 }))
+    .map(([k, v]): Txn => [{ op: "kv.set", key: `k/${k}`, value: bytes(v) }]),
+  fc.nat(9).map((k): Txn => [{ op: "kv.delete", key: `k/${k}` }]),
+);
+
+/** Applies a txn on the writer; a refused one (a check of a missing instance, say) is skipped. */
+async function apply(writer: Harness, txn: Txn): Promise<void> {
+  await writer.server.store.commit(txn).catch(() => {});
+}
+
+describe("edges", () => {
+  it("an edge started after 10,000 commits catches up from snapshot plus log, and its subscribers see what the writer's see at every index", async () => {
+    const feed = freshFeed();
+    const writer = await startWriter(nats().url, feed, { natsSnapshotEvery: 3000 }, false);
+    const N = 10_000;
+    for (let i = 0; i < N; i += 1000) {
+      await Promise.all(
+        Array.from({ length: 1000 }, (_, j) => {
+          const k = i + j;
+          const txn: Txn =
+            k % 3 === 0
+              ? registerTxn(k % 50, k % 7, k % 11, "passing")
+              : k % 3 === 1
+                ? [
+                    {
+                      op: "check.status",
+                      node: `n${(k - 1) % 50}`,
+                      checkId: `s${(k - 1) % 7}-${(k - 1) % 11}-alive`,
+                      status: k % 2 ? "critical" : "passing",
+                    },
+                  ]
+                : [{ op: "kv.set", key: `bulk/${k % 200}`, value: bytes(`v${k}`) }];
+          return apply(writer, txn);
+        }),
+      );
+    }
+    expect(writer.server.store.index).toBeGreaterThan(N);
+    expect(await writer.server.bridge!.flushed(30_000)).toBe(true);
+
+    const edge = await startEdge(nats().url, feed);
+    // Started from a snapshot, then the log after it.
+    expect(edge.server.replica!.snapshotIndex).toBeGreaterThan(0);
+    expect(edge.server.replica!.snapshotIndex).toBeLessThan(writer.server.store.index);
+    await caughtUp(edge, writer);
+    expect(edge.server.store.index).toBe(writer.server.store.index);
+    expect(tables(edge.server.store.root)).toEqual(tables(writer.server.store.root));
+
+    const subjects = [
+      { topic: "TOPIC_SERVICE_HEALTH", key: "s0" },
+      { topic: "TOPIC_SERVICE_HEALTH", key: "s1" },
+      { topic: "TOPIC_KV", prefix: "k/" },
+    ] as const;
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 25 }), async (txns) => {
+        // Subscribers on both, from scratch (snapshot) and resuming at the current index.
+        const from = writer.server.store.index;
+        const open = (h: Harness): Watch[] =>
+          subjects.flatMap((s) => [
+            h.connect().subscribe({ ...s, index: 0 }),
+            h.connect().subscribe({ ...s, index: from }),
+          ]);
+        const onWriter = open(writer);
+        const onEdge = open(edge);
+        await Promise.all(
+          [...onWriter, ...onEdge].filter((_, i) => i % 2 === 0).map((w) => w.snapshotDone()),
+        );
+        for (const t of txns) await apply(writer, t);
+        const last = writer.server.store.index;
+        await caughtUp(edge, writer);
+        // Progress markers carry the index: wait until every stream has reached the last one.
+        for (const w of [...onWriter, ...onEdge]) await w.until((x) => x.lastIndex >= last, `index ${last}`);
+        for (let i = 0; i < onWriter.length; i++) {
+          expect(onEdge[i]!.changes).toEqual(onWriter[i]!.changes);
+        }
+        for (const w of [...onWriter, ...onEdge]) w.cancel();
+        expect(tables(edge.server.store.root)).toEqual(tables(writer.server.store.root));
+      }),
+      { numRuns: 5 },
+    );
+  }, 120_000);
+
+  it("a client resumes on an edge with the writer's index, and on another edge when the first dies: no snapshot, no gap, no duplicate", async () => {
+    const feed = freshFeed();
+    const writer = await startWriter(nats().url, feed, {}, false);
+    const [e1, e2] = [await startEdge(nats().url, feed), await startEdge(nats().url, feed)];
+    const w = writer.connect();
+    const req = { topic: "TOPIC_KV", prefix: "r/" } as const;
+
+    const first = writer.connect().subscribe({ ...req, index: 0 });
+    await first.snapshotDone();
+    for (let i = 0; i < 5; i++) await w.put(`r/${i}`, `a${i}`);
+    await first.changeCount(1 + 5);
+    const onWriter = first.lastIndex;
+    first.cancel();
+
+    const later: number[] = [];
+    for (let i = 0; i < 5; i++) later.push(await w.put(`r/${i}`, `b${i}`));
+    const second = e1.connect().subscribe({ ...req, index: onWriter });
+    await second.changeCount(5);
+    expect(second.changes.some((l) => /snapshot/i.test(l))).toBe(false);
+    expect(
+      second.messages
+        .flatMap((m) => (m.payload === "batch" ? m.batch!.events! : [m]))
+        .filter((m) => m.payload === "kv")
+        .map((m) => m.index),
+    ).toEqual(later);
+    const onE1 = second.lastIndex;
+
+    // The first edge dies; the client goes on at the second with the index the first gave it.
+    e1.server.forceStop();
+    await e1.server.stop();
+    const more: number[] = [];
+    for (let i = 0; i < 3; i++) more.push(await w.put(`r/x${i}`, "c"));
+    const third = e2.connect().subscribe({ ...req, index: onE1 });
+    await third.changeCount(3);
+    expect(third.changes.some((l) => /snapshot/i.test(l))).toBe(false);
+    expect(
+      third.messages
+        .flatMap((m) => (m.payload === "batch" ? m.batch!.events! : [m]))
+        .filter((m) => m.payload === "kv")
+        .map((m) => m.index),
+    ).toEqual(more);
+  }, 60_000);
+
+  it("a token revoked on the writer force-closes its subscriptions on every edge", async () => {
+    const feed = freshFeed();
+    const acl = { aclEnabled: true, aclDefaultPolicy: "deny" } as const;
+    const writer = await startWriter(nats().url, feed, acl, false);
+    await writer.bootstrapAcl();
+    const token = await writer.tokenWithRules(`key_prefix "" { policy = "read" }`);
+    const edges = [await startEdge(nats().url, feed, acl), await startEdge(nats().url, feed, acl)];
+    for (const e of edges) await caughtUp(e, writer);
+    const watches = edges.map((e) =>
+      e.connect(token.secret).subscribe({ topic: "TOPIC_KV", wildcard: true }),
+    );
+    for (const w of watches) await w.snapshotDone();
+
+    await writer.connect(writer.management).deleteToken(token.accessor);
+    for (const w of watches) {
+      const s = await w.end();
+      expect(s.code).toBe(Status.ABORTED);
+      expect(errorClass(s)).toBe("SubscriptionForceClosedError");
+    }
+  }, 30_000);
+
+  it("forwards writes to the writer with read-your-writes, or names the writer when forwarding is off", async () => {
+    const feed = freshFeed();
+    const writer = await startWriter(nats().url, feed, {}, false);
+    const edge = await startEdge(nats().url, feed);
+    const e = edge.connect();
+
+    // gRPC write on the edge: committed on the writer, visible on the edge when it answers.
+    const index = await e.put("fw/a", "one");
+    expect(writer.server.store.index).toBeGreaterThanOrEqual(index);
+    expect(edge.server.store.index).toBeGreaterThanOrEqual(index);
+    // HTTP write on the edge, read back at once from the edge.
+    const base = `http://127.0.0.1:${edge.server.httpPort}`;
+    const put = await fetch(`${base}/v1/kv/fw/b`, { method: "PUT", body: "two" });
+    expect(await put.json()).toBe(true);
+    const got = await fetch(`${base}/v1/kv/fw/b?raw`);
+    expect(got.status).toBe(200);
+    expect(await got.text()).toBe("two");
+    expect(Number(got.headers.get("x-consul-index"))).toBeGreaterThan(index);
+    // The writer's own errors come back as such: a failed CAS is a CAS failure on the edge too.
+    const cas = await grpcError(e.put("fw/a", "three", { cas: 1 }));
+    expect(cas.code).toBe(Status.FAILED_PRECONDITION);
+    expect(errorClass(cas)).toBe("CasFailedError");
+
+    const readOnly = await startEdge(nats().url, feed, { edgeForwardWrites: false });
+    const err = await grpcError(readOnly.connect().put("fw/c", "x"));
+    expect(err.code).toBe(Status.FAILED_PRECONDITION);
+    expect(err.details).toContain(`gRPC 127.0.0.1:${writer.server.grpcPort}`);
+    expect(writer.server.store.root.kv.get("fw/c")).toBeUndefined();
+  }, 30_000);
+});
