@@ -181,6 +181,29 @@ describe("edges", () => {
     ).toEqual(more);
   }, 60_000);
 
+  it("a subscriber whose index the edge has not reached yet waits for it, as on the writer", async () => {
+    const feed = freshFeed();
+    const writer = await startWriter(nats().url, feed, {}, false);
+    const edge = await startEdge(nats().url, feed);
+    const w = writer.connect();
+    await w.put("ahead/0", "x");
+    await caughtUp(edge, writer);
+    // The client got index+1 from the writer (say) before the edge has it.
+    const ahead = writer.server.store.index + 1;
+    const watch = edge.connect().subscribe({ topic: "TOPIC_KV", prefix: "ahead/", index: ahead });
+    await new Promise((r) => setTimeout(r, 300)); // the edge is now waiting for `ahead`
+    const first = await w.put("ahead/1", "y");
+    expect(first).toBe(ahead);
+    const second = await w.put("ahead/2", "z");
+    await watch.changeCount(1);
+    expect(watch.changes.some((l) => /snapshot/i.test(l))).toBe(false);
+    const kv = watch.messages
+      .flatMap((m) => (m.payload === "batch" ? m.batch!.events! : [m]))
+      .filter((m) => m.payload === "kv");
+    expect(kv.map((m) => m.index)).toEqual([second]);
+    expect(watch.status).toBeUndefined();
+  }, 30_000);
+
   it("a token revoked on the writer force-closes its subscriptions on every edge", async () => {
     const feed = freshFeed();
     const acl = { aclEnabled: true, aclDefaultPolicy: "deny" } as const;
