@@ -34,7 +34,17 @@ const SUITES: Readonly<Record<string, SuiteEntry>> = {
     summary: "gRPC fan-out to 100/1k/10k subscribers: events/s, put-to-receive p50/p99, RSS/sub vs etcd",
     load: async () => (await import("./fanout.js")).suite,
   },
-  // http, edge, broker: add `name: { summary, load }` as each lands.
+  http: {
+    summary:
+      "HTTP API: 10k blocking queries on one changing service (responses/s, change-to-response p99, memory); health read req/s vs etcd",
+    load: async () => (await import("./http.js")).suite,
+  },
+  edge: {
+    summary:
+      "JetStream bridge + 2 edges: bridge commits/s vs JetStream's publish rate, edge catch-up commits/s, commit-to-delivery p50/p99 on edges vs writer",
+    load: async () => (await import("./edge.js")).suite,
+  },
+  // broker: add `name: { summary, load }` as each lands.
 };
 
 /** Flags every suite takes. */

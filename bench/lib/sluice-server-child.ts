@@ -5,6 +5,8 @@
  *
  *   argv[2]: JSON of Partial<ServerConfig> laid over DEFAULTS (gRPC and HTTP on 127.0.0.1:0)
  */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { constants, PerformanceObserver, performance as perf } from "node:perf_hooks";
 import { writeHeapSnapshot } from "node:v8";
 import pino from "pino";
@@ -17,6 +19,12 @@ export interface ServerMemory {
   readonly heapTotal: number;
   readonly external: number;
   readonly arrayBuffers: number;
+}
+
+/** When commits were published in the server process (CLOCK_MONOTONIC ns, process.hrtime). */
+export interface CommitTimes {
+  readonly indexes: readonly number[];
+  readonly ns: readonly number[];
 }
 
 /** What the server's main thread did between two `window` calls. */
@@ -73,11 +81,36 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ["gc"] });
 const gc = (globalThis as { gc?: () => void }).gc;
+
+// When each commit became durable and was handed to the publisher (listeners run in the order
+// they were added, the publisher's first): CLOCK_MONOTONIC ns, comparable across processes.
+// Recorded only after `recordCommitTimes`, so that suites that do not ask pay nothing.
+const commitIndexes: number[] = [];
+const commitNs: number[] = [];
+let recordingCommits = false;
 const turn = () => new Promise((r) => setImmediate(r));
+let profiler: Session | undefined;
 
 serve({
   port: () => server.grpcPort,
+  /** The HTTP API's port (the Consul-compatible API; `httpAddr` defaults to 127.0.0.1:0 here). */
+  httpPort: () => server.httpPort,
   index: () => server.store.index,
+  /** Starts recording when each commit is published (see `commitTimes`). Idempotent. */
+  recordCommitTimes: () => {
+    if (recordingCommits) return;
+    recordingCommits = true;
+    server.store.onCommit((commit) => {
+      commitIndexes.push(commit.index);
+      commitNs.push(Number(process.hrtime.bigint()));
+    });
+  },
+  /** Commits at or after index `from`: their indexes and when they were published (hrtime ns). */
+  commitTimes: (from: number): CommitTimes => {
+    let i = commitIndexes.length;
+    while (i > 0 && commitIndexes[i - 1]! >= from) i--;
+    return { indexes: commitIndexes.slice(i), ns: commitNs.slice(i) };
+  },
   /** Memory after full collections (several, with event-loop turns between them). */
   memory: async (): Promise<ServerMemory> => {
     for (let i = 0; i < 4; i++) {
@@ -107,6 +140,26 @@ serve({
     gcMajorCount = 0;
     gcMajorMs = 0;
     return w;
+  },
+  /**
+   * Starts V8's sampling heap profiler, keeping the samples of objects collected since (what
+   * the process allocates, garbage included, not only what survives).
+   */
+  startAllocationSampling: async (intervalBytes = 32 * 1024) => {
+    profiler ??= new Session();
+    profiler.connect();
+    await profiler.post("HeapProfiler.startSampling", {
+      samplingInterval: intervalBytes,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  },
+  /** Stops it and writes the profile (a .heapprofile for Chrome DevTools) to `path`. */
+  stopAllocationSampling: async (path: string) => {
+    if (!profiler) throw new Error("allocation sampling was not started");
+    const { profile } = await profiler.post("HeapProfiler.stopSampling");
+    profiler.disconnect();
+    writeFileSync(path, JSON.stringify(profile));
   },
   /** Writes a heap snapshot (for looking into the memory per subscription). */
   heapSnapshot: (path: string) => writeHeapSnapshot(path),

@@ -17,6 +17,7 @@ export interface EnforcerLogger {
 export class AclEnforcer {
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private readonly unhook: () => void;
+  private readonly revokeListeners = new Set<(secret: string, reason: string) => void>();
 
   constructor(
     private readonly publisher: EventPublisher,
@@ -60,6 +61,31 @@ export class AclEnforcer {
     return sub;
   }
 
+  /**
+   * Calls `listener` with each token's secret when a commit changes or deletes that token, a
+   * role or policy it uses, or when it expires — what closes its streams closes whatever else
+   * a listener holds for it (the component broker's connections). Returns the unsubscribe.
+   */
+  onRevoke(listener: (secret: string, reason: string) => void): () => void {
+    this.revokeListeners.add(listener);
+    return () => this.revokeListeners.delete(listener);
+  }
+
+  /** Arms the expiry of a resolved token held by something other than a subscription. */
+  watchExpiry(resolved: ResolvedToken): void {
+    if (this.resolver.enabled) this.armExpiry(resolved.secret, resolved.token);
+  }
+
+  private revoked(secret: string, reason: string): void {
+    for (const l of this.revokeListeners) {
+      try {
+        l(secret, reason);
+      } catch (err) {
+        this.logger?.warn({ err }, "revocation listener threw");
+      }
+    }
+  }
+
   private armExpiry(secret: string, token: ACLTokenRow | undefined): void {
     const exp = token?.ExpirationTime;
     if (exp == null || this.expiryTimers.has(secret)) return;
@@ -67,6 +93,7 @@ export class AclEnforcer {
     const timer = setTimeout(
       () => {
         this.expiryTimers.delete(secret);
+        this.revoked(secret, "token expired");
         const n = this.publisher.closeToken(secret, "token expired");
         if (n > 0)
           this.logger?.info({ accessor: token?.AccessorID, closed: n }, "token expired: streams closed");
@@ -117,6 +144,7 @@ export class AclEnforcer {
     if (!this.resolver.enabled) return;
     let closed = 0;
     for (const secret of AclEnforcer.affectedSecrets(commit, before, after)) {
+      this.revoked(secret, "token, role or policy changed");
       closed += this.publisher.closeToken(secret, "token, role or policy changed");
       const timer = this.expiryTimers.get(secret);
       if (timer) {

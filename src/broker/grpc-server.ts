@@ -73,6 +73,15 @@ export class GrpcServer {
     new ReflectionService(packageDefinition).addToServer(this.server);
   }
 
+  /** Adds another service (the component broker) before `listen`; health reports it SERVING. */
+  addService(name: string, def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
+    this.server.addService(def, impl);
+    this.extra.push(name);
+    this.health.setStatus(name, "SERVING");
+  }
+
+  private readonly extra: string[] = [];
+
   /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
   listen(address: string): Promise<number> {
     return new Promise((resolve, reject) => {
@@ -89,7 +98,7 @@ export class GrpcServer {
    * left after `graceMs`.
    */
   async shutdown(graceMs: number): Promise<void> {
-    for (const s of ["", ...SERVICES]) this.health.setStatus(s, "NOT_SERVING");
+    for (const s of ["", ...SERVICES, ...this.extra]) this.health.setStatus(s, "NOT_SERVING");
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.deps.logger.warn({ graceMs }, "gRPC calls still open after the grace period: forcing");

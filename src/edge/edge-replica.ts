@@ -116,6 +116,7 @@ export class EdgeReplica {
     const nc = await connect({
       servers: opts.servers.split(",").map((s) => s.trim()),
       name: opts.name ?? "sluice-edge",
+      noAsyncTraces: true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: true,

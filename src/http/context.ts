@@ -98,6 +98,8 @@ export class RouteContext {
   private closing = false;
   /** Reads currently blocked waiting for a change (metrics). */
   blockedReads = 0;
+  /** Server-Sent Event streams open: `/v1/stream` and notification channels (metrics). */
+  eventStreams = 0;
 
   constructor(
     readonly deps: HttpDeps,
@@ -162,10 +164,11 @@ export class RouteContext {
   }
 
   /**
-   * An abort signal for a request: it fires when the client goes away or the server closes.
-   * `finish` must be called when the request is done with it.
+   * An abort signal for a request: it fires when the client goes away or the server closes
+   * ({@link shuttingDown} tells which). `finish` must be called when the request is done
+   * with it. Blocked reads and event streams hold one each.
    */
-  private track(reply: FastifyReply): { signal: AbortSignal; finish: () => void } {
+  track(reply: FastifyReply): { signal: AbortSignal; finish: () => void } {
     const ac = new AbortController();
     if (this.closing) ac.abort();
     const onClose = (): void => {
@@ -182,7 +185,12 @@ export class RouteContext {
     };
   }
 
-  /** Blocked reads answer now with what they have; new reads do not block. */
+  /** Whether the server is closing (a tracked request's signal fired for that reason). */
+  get shuttingDown(): boolean {
+    return this.closing;
+  }
+
+  /** Blocked reads answer now with what they have, event streams end; new reads do not block. */
   releaseBlocked(): void {
     this.closing = true;
     for (const ac of this.inflight) ac.abort();

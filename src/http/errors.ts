@@ -48,3 +48,43 @@ export class MethodNotAllowedError extends Error {
     super(`method ${method} not allowed (allowed: ${allowed.join(", ")})`, options);
   }
 }
+
+/** The client does not take what the endpoint sends (an event stream to `Accept: application/json`). */
+export class NotAcceptableError extends Error {
+  override readonly name = "NotAcceptableError";
+  constructor(
+    /** The request's Accept header. */
+    readonly accept: string,
+    /** The media type the endpoint produces. */
+    readonly produces: string,
+    options?: ErrorOptions,
+  ) {
+    super(`this endpoint sends ${produces}, which "Accept: ${accept}" does not take`, options);
+  }
+}
+
+/** A per-token quota of the notification API is used up (429). */
+export class QuotaExceededError extends Error {
+  override readonly name = "QuotaExceededError";
+  constructor(
+    /** Which quota: open channels, or subscriptions across a token's channels. */
+    readonly quota: "channels" | "subscriptions",
+    readonly limit: number,
+    /** How many the token holds now. */
+    readonly used: number,
+    options?: ErrorOptions,
+  ) {
+    super(`quota of ${limit} ${quota} per token reached (${used} in use)`, options);
+  }
+}
+
+/** Only the token that opened a notification channel may change it (403). */
+export class ChannelOwnerError extends Error {
+  override readonly name = "ChannelOwnerError";
+  constructor(
+    readonly channel: string,
+    options?: ErrorOptions,
+  ) {
+    super(`notification channel "${channel}" belongs to another token`, options);
+  }
+}

@@ -11,8 +11,11 @@ import { type HttpDeps, RouteContext, type ServerFacts } from "./context.js";
 import { BadRequestError, MethodNotAllowedError, NotFoundError } from "./errors.js";
 import { healthRoutes } from "./health-routes.js";
 import { kvRoutes } from "./kv-routes.js";
+import type { ChannelLimits } from "./notification-channels.js";
+import { NotificationChannels } from "./notification-routes.js";
 import { param, type QueryParams } from "./query-params.js";
 import { RouteTable } from "./route-table.js";
+import { DEFAULT_AHEAD_WAIT_MS, DEFAULT_KEEPALIVE_MS, sseRoutes } from "./sse-routes.js";
 import { toHttpStatus } from "./status.js";
 import { statusRoutes } from "./status-routes.js";
 import { TableIndex } from "./table-index.js";
@@ -33,7 +36,13 @@ export interface HttpServerOptions extends HttpDeps {
   readonly now?: () => number;
   /** Randomness in [0, 1) for the blocking-query jitter. */
   readonly random?: () => number;
-  /** More route modules (the SSE stream, metrics), registered after the Consul API's own. */
+  /** Event streams (`/v1/stream`, notification channels): idle time before a keep-alive comment (default 15 s). */
+  readonly sseKeepAliveMs?: number;
+  /** How long `/v1/stream` waits for a resume index ahead of this server (default 3 s). */
+  readonly indexAheadWaitMs?: number;
+  /** Quotas and lifetimes of notification channels (defaults: 16 channels, 256 subscriptions per token; 24 h). */
+  readonly notifications?: Partial<ChannelLimits>;
+  /** More route modules (metrics), registered after the API's own. */
   readonly routes?: readonly RouteModule[];
 }
 
@@ -66,6 +75,7 @@ export class HttpServer {
   readonly context: RouteContext;
   private readonly views: ViewRegistry;
   private readonly tables: TableIndex;
+  private readonly notifications: NotificationChannels;
   private facts: { datacenter: string; nodeName: string; leaderAddr: string };
   private closing: Promise<void> | undefined;
   /** Requests whose response has not closed yet. */
@@ -85,6 +95,11 @@ export class HttpServer {
     };
     const facts: ServerFacts = this.facts;
     this.context = new RouteContext(opts, this.views, this.tables, facts, now, opts.random ?? Math.random);
+    this.notifications = new NotificationChannels({
+      limits: opts.notifications,
+      keepAliveMs: opts.sseKeepAliveMs ?? DEFAULT_KEEPALIVE_MS,
+      now,
+    });
     this.app = Fastify({
       logger: false,
       bodyLimit: opts.bodyLimit ?? 1024 * 1024,
@@ -139,7 +154,14 @@ export class HttpServer {
       if (param(q, "filter")) throw new BadRequestError("filter", "filter expressions are not supported");
     });
 
-    for (const routes of [...ROUTES, ...(this.opts.routes ?? [])]) routes(app, ctx);
+    const streams: RouteModule[] = [
+      sseRoutes({
+        keepAliveMs: this.opts.sseKeepAliveMs ?? DEFAULT_KEEPALIVE_MS,
+        aheadWaitMs: this.opts.indexAheadWaitMs ?? DEFAULT_AHEAD_WAIT_MS,
+      }),
+      this.notifications.routes,
+    ];
+    for (const routes of [...ROUTES, ...streams, ...(this.opts.routes ?? [])]) routes(app, ctx);
 
     // Requests in flight, counted on the raw server so that aborted ones count out too: a
     // graceful close waits for these, not for connections that carry no request.
@@ -164,8 +186,20 @@ export class HttpServer {
   }
 
   /** Counters for tests and the metrics endpoint. */
-  stats(): { views: number; blockedReads: number } {
-    return { views: this.views.size, blockedReads: this.context.blockedReads };
+  stats(): {
+    views: number;
+    blockedReads: number;
+    eventStreams: number;
+    channels: number;
+    channelSubscriptions: number;
+  } {
+    return {
+      views: this.views.size,
+      blockedReads: this.context.blockedReads,
+      eventStreams: this.context.eventStreams,
+      channels: this.notifications.registry.size,
+      channelSubscriptions: this.notifications.registry.subscriptionCount,
+    };
   }
 
   /** Closes idle views as of `now` (the registry also does this on its own timer). */
@@ -174,8 +208,9 @@ export class HttpServer {
   }
 
   /**
-   * Stops taking requests: blocked reads answer at once with what they have, requests in
-   * flight finish (cut after `graceMs`), views and their subscriptions close. Idempotent.
+   * Stops taking requests: blocked reads answer at once with what they have, event streams
+   * end at once with a `closed` event (resume: true), requests in flight finish (cut after
+   * `graceMs`), views and their subscriptions close. Idempotent.
    */
   close(graceMs = 10_000): Promise<void> {
     this.closing ??= (async () => {
@@ -191,6 +226,7 @@ export class HttpServer {
         await closed;
       } finally {
         clearTimeout(timer);
+        this.notifications.close();
         this.views.close();
         this.tables.close();
       }

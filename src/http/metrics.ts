@@ -36,6 +36,21 @@ const PUBLISHER_COUNTERS: readonly [
   ["sluice_force_closes_total", "Subscriptions force-closed (their token's rules changed).", "forceCloses"],
 ];
 
+/** What the metrics read from the component broker. */
+export interface BrokerFigures {
+  readonly metrics: {
+    readonly delivered: number;
+    readonly expired: number;
+    readonly deadlineExceeded: number;
+    readonly unroutable: number;
+    readonly lateResponses: number;
+    readonly forwarded: number;
+    readonly received: number;
+  };
+  readonly expiredInQueues: number;
+  readonly connectionCount: number;
+}
+
 /** Replication figures: a writer's bridge, or an edge's lag behind its writer. */
 export interface ReplicationGauges {
   readonly bridgeLagCommits?: number;
@@ -195,10 +210,74 @@ export class Metrics {
         },
       });
     }
+    const broker = (): BrokerFigures | undefined => this.broker;
+    const brokerCounters: readonly [string, string, (b: BrokerFigures) => number][] = [
+      [
+        "sluice_broker_delivered_total",
+        "Broker events handed to a local component replica.",
+        (b) => b.metrics.delivered,
+      ],
+      [
+        "sluice_broker_expired_total",
+        "Broker events dropped because their deadline had passed (at any hop here).",
+        (b) => b.metrics.expired + b.expiredInQueues,
+      ],
+      [
+        "sluice_broker_deadline_exceeded_total",
+        "Requests answered DEADLINE_EXCEEDED by the broker.",
+        (b) => b.metrics.deadlineExceeded,
+      ],
+      [
+        "sluice_broker_unroutable_total",
+        "Broker events no replica anywhere could take.",
+        (b) => b.metrics.unroutable,
+      ],
+      [
+        "sluice_broker_late_responses_total",
+        "Responses that came after their request was answered.",
+        (b) => b.metrics.lateResponses,
+      ],
+      [
+        "sluice_broker_forwarded_total",
+        "Broker events sent to other brokers over NATS.",
+        (b) => b.metrics.forwarded,
+      ],
+      [
+        "sluice_broker_received_total",
+        "Broker events received from other brokers over NATS.",
+        (b) => b.metrics.received,
+      ],
+    ];
+    for (const [name, help, read] of brokerCounters) {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const b = broker();
+          this.reset();
+          if (b) this.inc(read(b));
+        },
+      });
+    }
+    new Gauge({
+      name: "sluice_broker_connections",
+      help: "Components connected to this broker.",
+      registers,
+      collect() {
+        this.set(broker()?.connectionCount ?? 0);
+      },
+    });
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
   private replication: (() => ReplicationGauges) | undefined;
+  private broker: BrokerFigures | undefined;
+
+  /** Reads the component broker's counters at each scrape. */
+  attachBroker(broker: BrokerFigures): void {
+    this.broker = broker;
+  }
 
   /** Reads the JetStream bridge's or the edge's replication figures at each scrape. */
   attachReplication(read: () => ReplicationGauges): void {

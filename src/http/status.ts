@@ -21,7 +21,15 @@ import {
   SubscriptionForceClosedError,
   TooManySubscriptionsError,
 } from "../stream/index.js";
-import { BadRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError } from "./errors.js";
+import {
+  BadRequestError,
+  ChannelOwnerError,
+  MethodNotAllowedError,
+  NotAcceptableError,
+  NotFoundError,
+  PayloadTooLargeError,
+  QuotaExceededError,
+} from "./errors.js";
 
 /** What an error becomes on the wire: a status, a JSON body, and the error's class. */
 export interface HttpErrorReply {
@@ -52,7 +60,7 @@ export function toHttpStatus(err: unknown): HttpErrorReply {
 
 function statusOf(err: unknown): number {
   if (err instanceof TokenNotFoundError || err instanceof PermissionDeniedError) return 403;
-  if (err instanceof BootstrapDoneError) return 403;
+  if (err instanceof BootstrapDoneError || err instanceof ChannelOwnerError) return 403;
   if (err instanceof AclDisabledError) return 401;
   if (
     err instanceof BadRequestError ||
@@ -66,9 +74,10 @@ function statusOf(err: unknown): number {
   }
   if (err instanceof NotFoundError) return 404;
   if (err instanceof MethodNotAllowedError) return 405;
+  if (err instanceof NotAcceptableError) return 406;
   if (err instanceof CasFailedError || err instanceof ConflictError) return 409;
   if (err instanceof PayloadTooLargeError) return 413;
-  if (err instanceof TooManySubscriptionsError) return 429;
+  if (err instanceof TooManySubscriptionsError || err instanceof QuotaExceededError) return 429;
   if (
     err instanceof ShuttingDownError ||
     err instanceof StoreClosedError ||

@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import type { ProtoGrpcType as AclProto } from "../generated/acl.js";
+import type { ProtoGrpcType as BrokerProto } from "../generated/broker.js";
 import type { ProtoGrpcType as CatalogProto } from "../generated/catalog.js";
 import type { ProtoGrpcType as KvProto } from "../generated/kv.js";
 import type { ProtoGrpcType as StreamProto } from "../generated/stream.js";
@@ -14,6 +15,7 @@ export const PROTO_FILES = [
   "sluice/v1/catalog.proto",
   "sluice/v1/kv.proto",
   "sluice/v1/acl.proto",
+  "sluice/v1/broker.proto",
 ] as const;
 
 /** Loader options matching the generated types (`npm run gen`). */
@@ -28,7 +30,7 @@ export const LOADER_OPTIONS = {
 
 export const packageDefinition: PackageDefinition = loadSync([...PROTO_FILES], LOADER_OPTIONS);
 
-export type SluiceProto = StreamProto & CatalogProto & KvProto & AclProto;
+export type SluiceProto = StreamProto & CatalogProto & KvProto & AclProto & BrokerProto;
 
 /** The sluice.v1 package as grpc-js sees it (service constructors and definitions). */
 export const sluiceV1 = (grpc.loadPackageDefinition(packageDefinition) as unknown as SluiceProto).sluice.v1;
@@ -38,3 +40,5 @@ const root = new protobuf.Root();
 root.resolvePath = (_origin, target) => (target.startsWith("/") ? target : `${PROTO_DIR}/${target}`);
 root.loadSync([...PROTO_FILES], { keepCase: true });
 export const EventType = root.lookupType("sluice.v1.Event");
+/** The broker's envelope (archived in JetStream and carried between brokers over NATS). */
+export const EnvelopeType = root.lookupType("sluice.v1.Envelope");

@@ -1,5 +1,6 @@
 /** The wire contract: loaded .proto definitions and the stream frame codec. Public face. */
 export {
+  EnvelopeType,
   EventType,
   LOADER_OPTIONS,
   PROTO_DIR,

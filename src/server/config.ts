@@ -42,6 +42,12 @@ export interface ServerConfig {
   readonly edge: boolean;
   /** On an edge: forward writes to the writer (else they fail naming it). */
   readonly edgeForwardWrites: boolean;
+  /** The component broker's id (default: host name plus a random suffix). */
+  readonly brokerId: string;
+  /** Hosts (`host` or `host:port`, comma-separated) the built-in `http` component may call. */
+  readonly brokerHttpAllow: string;
+  /** How long broker events stay in the JetStream archive, seconds (with --nats). */
+  readonly brokerArchiveMaxAgeSec: number;
 }
 
 export const DEFAULTS: ServerConfig = {
@@ -72,6 +78,9 @@ export const DEFAULTS: ServerConfig = {
   natsMaxBytes: 0,
   edge: false,
   edgeForwardWrites: true,
+  brokerId: "",
+  brokerHttpAllow: "",
+  brokerArchiveMaxAgeSec: 3 * 24 * 3600,
 };
 
 /** A setting is missing, malformed or out of range. */
@@ -119,6 +128,9 @@ const SCHEMA: { readonly [K in Key]: { kind: Kind; min?: number } } = {
   natsMaxBytes: { kind: "int", min: 0 },
   edge: { kind: "bool" },
   edgeForwardWrites: { kind: "bool" },
+  brokerId: { kind: "optString" },
+  brokerHttpAllow: { kind: "optString" },
+  brokerArchiveMaxAgeSec: { kind: "int", min: 1 },
 };
 
 /** `grpcAddr` → `grpc-addr` (flag) and `SLUICE_GRPC_ADDR` (environment). */

@@ -1,10 +1,12 @@
 import { resolve } from "node:path";
 import pino, { type Logger } from "pino";
 import { AclAdmin, AclEnforcer, TokenResolver } from "../acl/index.js";
+import { ComponentBroker } from "../broker/components/index.js";
 import { GrpcServer } from "../broker/index.js";
 import { JetStreamBridge } from "../broker/jetstream/index.js";
 import { EdgeReplica } from "../edge/index.js";
-import { HttpServer, Metrics } from "../http/index.js";
+import { HttpServer, invokeRoutes, Metrics } from "../http/index.js";
+import { sluiceV1 } from "../proto/index.js";
 import { Store } from "../state/index.js";
 import { EventPublisher } from "../stream/index.js";
 import type { ServerConfig } from "./config.js";
@@ -37,6 +39,8 @@ export class SluiceServer {
     readonly bridge: JetStreamBridge | undefined,
     /** The replica an edge serves from (`sluice edge`). */
     readonly replica: EdgeReplica | undefined,
+    /** The component broker (`sluice.v1.Broker`, `/v1/invoke`). */
+    readonly broker: ComponentBroker,
   ) {}
 
   static async start(
@@ -125,6 +129,32 @@ export class SluiceServer {
     if (!replica) await admin.ensureAnonymous();
     // An edge serves once it has replayed what the stream held when it started.
     if (replica) await replica.follow();
+    let broker: ComponentBroker;
+    try {
+      broker = await ComponentBroker.start({
+        publisher,
+        enforcer,
+        logger: logger.child({ component: "broker" }),
+        ...(config.brokerId ? { id: config.brokerId } : {}),
+        httpAllow: config.brokerHttpAllow.split(",").filter((h) => h.trim() !== ""),
+        ...(config.nats
+          ? {
+              nats: {
+                servers: config.nats,
+                prefix: config.natsPrefix,
+                archiveStream: `${config.natsStream}_EVENTS`,
+                archiveMaxAgeMs: config.brokerArchiveMaxAgeSec * 1000,
+              },
+            }
+          : {}),
+      });
+    } catch (err) {
+      enforcer.close();
+      await bridge?.close();
+      await (replica ? replica.close() : store.close());
+      throw err;
+    }
+    metrics.attachBroker(broker);
     const server = new SluiceServer(
       config,
       logger,
@@ -135,6 +165,7 @@ export class SluiceServer {
       metrics,
       bridge,
       replica,
+      broker,
     );
     server.grpc = new GrpcServer({
       store,
@@ -145,9 +176,11 @@ export class SluiceServer {
       maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
       onRequest: metrics.observeGrpc,
     });
+    server.grpc.addService("sluice.v1.Broker", sluiceV1.Broker.service, broker.handlers());
     try {
       server.grpcPort = await server.grpc.listen(config.grpcAddr);
     } catch (err) {
+      await broker.close();
       await bridge?.close();
       await (replica ? replica.close() : store.close());
       throw new ListenError("gRPC", config.grpcAddr, { cause: err });
@@ -167,7 +200,7 @@ export class SluiceServer {
         maxChannelsPerToken: config.notificationChannelsPerToken,
         maxSubscriptionsPerToken: config.notificationSubscriptionsPerToken,
       },
-      routes: [metrics.routes],
+      routes: [metrics.routes, invokeRoutes(broker)],
     });
     try {
       server.httpPort = await server.http.listen(config.httpAddr);
@@ -175,6 +208,7 @@ export class SluiceServer {
       await server.http.close(0).catch(() => {});
       server.grpc.forceShutdown();
       publisher.shutdown();
+      await broker.close();
       enforcer.close();
       await bridge?.close();
       await (replica ? replica.close() : store.close());
@@ -212,6 +246,7 @@ export class SluiceServer {
       // HTTP first: blocked reads answer with what they have and writes in flight reach the
       // store while it still takes them.
       await this.http?.close(this.config.shutdownGraceMs);
+      await this.broker.close();
       this.publisher.shutdown();
       await this.grpc?.shutdown(this.config.shutdownGraceMs);
       this.enforcer.close();

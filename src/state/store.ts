@@ -264,12 +264,12 @@ export class Store {
   }
 
   /**
-   * Hands every commit from `from` up to the committed index to `visit`, oldest first, with
-   * rebuilt roots before and after each: how the JetStream bridge catches up after a restart.
-   * Returns false (and visits nothing) when the log no longer holds `from`.
+   * Hands every commit from `from` up to `end` (a root this store committed; default the
+   * latest) to `visit`, oldest first, with rebuilt roots before and after each: how the
+   * JetStream bridge catches up after a restart. Returns false (and visits nothing) when the
+   * log no longer holds `from`.
    */
-  replayLog(from: number, visit: CommitListener): boolean {
-    const end = this.committedRoot;
+  replayLog(from: number, visit: CommitListener, end: StateRoot = this.committedRoot): boolean {
     if (from > end.index) return true;
     const commits = this.readLog(from, end.index);
     if (!commits || commits.length !== end.index - from + 1 || commits[0]?.index !== from) return false;

@@ -22,7 +22,7 @@ import { DEFAULTS, type ServerConfig, SluiceServer } from "../../src/server/inde
  * recorder for Subscribe streams, and teardown through vitest's onTestFinished.
  */
 
-const silent = pino({ level: "silent" });
+const silent = pino({ level: process.env.SLUICE_TEST_LOG ?? "silent" });
 
 /** Test defaults: in memory, ephemeral port, fast progress, short grace. */
 export const TEST_CONFIG: ServerConfig = {

@@ -98,7 +98,7 @@ describe("JetStream bridge", () => {
     for await (const f of sub) {
       frames.push(f);
       if (f.kind === FrameKind.Events) for (const e of f.events) seen.push(eventBytes(e));
-      if (f.index >= last - 1) break;
+      if ("index" in f && f.index >= last - 1) break;
     }
     expect(seen.length).toBe(3);
 

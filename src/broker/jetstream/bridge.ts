@@ -221,6 +221,8 @@ export class JetStreamBridge {
     const nc = await connect({
       servers: this.opts.servers.split(",").map((s) => s.trim()),
       name: "sluice-writer",
+      // Stack traces for every publish's timeout were a quarter of the bridge's CPU.
+      noAsyncTraces: true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: true,
@@ -318,11 +320,13 @@ export class JetStreamBridge {
     this.lastSnapshotIndex = info?.index ?? 0;
     const catchUp: FeedMessage[][] = [];
     const replay = (from: number): boolean =>
-      store.replayLog(from, (c, before, after) => {
-        if (c.index <= this.attachIndex) {
-          catchUp.push(commitMessages(this.subjects, c, before, after, Date.now(), false));
-        }
-      });
+      store.replayLog(
+        from,
+        (c, before, after) =>
+          catchUp.push(commitMessages(this.subjects, c, before, after, Date.now(), false)),
+        // Later commits are queued already: rebuild only up to where the bridge attached.
+        this.attachRoot,
+      );
     if (tail.index === 0) {
       // A new stream. When the local log still holds every commit, the stream gets them all
       // from index 1 (edges start from the empty state); otherwise it starts at this store's
@@ -454,7 +458,10 @@ export class JetStreamBridge {
     this.closed = true;
     this.detach();
     this.wake();
-    await this.running?.catch(() => {});
+    // While NATS has never been reached, the loop sits in connect (which cannot be cancelled;
+    // a connection made after this closes at once): do not wait for it.
+    if (this.running)
+      await Promise.race([this.running.catch(() => {}), new Promise((r) => setTimeout(r, 1000))]);
     this.writes?.close();
     await this.nc?.drain().catch(() => this.nc?.close());
   }
