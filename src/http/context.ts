@@ -43,6 +43,8 @@ export interface ServerFacts {
   readonly nodeName: string;
   /** The address reported as the leader and only peer (the gRPC listener's). */
   readonly leaderAddr: string;
+  /** Role and replication state (writer and its JetStream bridge, or edge and its lag), for `/v1/agent/self`. */
+  readonly replication?: () => Record<string, unknown>;
 }
 
 /** How a read is served: from a shared streaming view, or by waiting on table indexes. */

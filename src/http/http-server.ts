@@ -28,6 +28,8 @@ export interface HttpServerOptions extends HttpDeps {
   readonly nodeName?: string;
   /** The address reported as leader and peer (default: the HTTP address itself). */
   readonly leaderAddr?: string;
+  /** Role and replication state reported by `/v1/agent/self` (under Stats.sluice.replication). */
+  readonly replication?: () => Record<string, unknown>;
   /** How long an unused blocking-query view is kept (default 60 s). */
   readonly viewIdleMs?: number;
   /** Largest request body (default 1 MiB; KV values are further bounded by the store). */
@@ -76,7 +78,12 @@ export class HttpServer {
   private readonly views: ViewRegistry;
   private readonly tables: TableIndex;
   private readonly notifications: NotificationChannels;
-  private facts: { datacenter: string; nodeName: string; leaderAddr: string };
+  private facts: {
+    datacenter: string;
+    nodeName: string;
+    leaderAddr: string;
+    replication?: () => Record<string, unknown>;
+  };
   private closing: Promise<void> | undefined;
   /** Requests whose response has not closed yet. */
   private active = 0;
@@ -92,6 +99,7 @@ export class HttpServer {
       datacenter: opts.datacenter ?? "dc1",
       nodeName: opts.nodeName ?? hostname(),
       leaderAddr: opts.leaderAddr ?? "",
+      ...(opts.replication ? { replication: opts.replication } : {}),
     };
     const facts: ServerFacts = this.facts;
     this.context = new RouteContext(opts, this.views, this.tables, facts, now, opts.random ?? Math.random);

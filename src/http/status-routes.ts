@@ -51,7 +51,11 @@ export function statusRoutes(app: FastifyInstance, ctx: RouteContext): void {
       },
       Meta: {},
       Stats: {
-        sluice: { version: SLUICE_VERSION, index: String(index()) },
+        sluice: {
+          version: SLUICE_VERSION,
+          index: String(index()),
+          ...(ctx.facts.replication ? { replication: ctx.facts.replication() } : {}),
+        },
         consul: { server: "true", leader: "true", known_datacenters: "1" },
       },
       xDS: null,

@@ -5,6 +5,7 @@ import {
   PolicyRulesError,
   TokenNotFoundError,
 } from "../acl/index.js";
+import { NotWriterError, WriterUnavailableError } from "../broker/jetstream/index.js";
 import {
   CasFailedError,
   ConflictError,
@@ -82,7 +83,10 @@ function statusOf(err: unknown): number {
     err instanceof ShuttingDownError ||
     err instanceof StoreClosedError ||
     err instanceof StoreFailedError ||
-    err instanceof SubscriptionForceClosedError
+    err instanceof SubscriptionForceClosedError ||
+    // An edge: the writer is unreachable, or forwarding is off (the message names the writer).
+    err instanceof WriterUnavailableError ||
+    err instanceof NotWriterError
   ) {
     return 503;
   }

@@ -201,6 +201,18 @@ export class SluiceServer {
         maxSubscriptionsPerToken: config.notificationSubscriptionsPerToken,
       },
       routes: [metrics.routes, invokeRoutes(broker)],
+      replication: () =>
+        replica
+          ? { role: "edge", writer: replica.writer ?? null, ...replica.lag() }
+          : bridge
+            ? {
+                role: "writer",
+                nats: config.nats,
+                stream: config.natsStream,
+                bridgeLagCommits: bridge.lag,
+                publishedIndex: bridge.publishedIndex,
+              }
+            : { role: "writer", nats: null },
     });
     try {
       server.httpPort = await server.http.listen(config.httpAddr);

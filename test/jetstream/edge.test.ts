@@ -252,6 +252,28 @@ describe("edges", () => {
     const err = await grpcError(readOnly.connect().put("fw/c", "x"));
     expect(err.code).toBe(Status.FAILED_PRECONDITION);
     expect(err.details).toContain(`gRPC 127.0.0.1:${writer.server.grpcPort}`);
+    const viaHttp = await fetch(`http://127.0.0.1:${readOnly.server.httpPort}/v1/kv/fw/c`, {
+      method: "PUT",
+      body: "x",
+    });
+    expect(viaHttp.status).toBe(503);
+    expect(((await viaHttp.json()) as { error: string }).error).toContain(
+      `HTTP 127.0.0.1:${writer.server.httpPort}`,
+    );
     expect(writer.server.store.root.kv.get("fw/c")).toBeUndefined();
+
+    // The edge reports its role and lag, in /v1/agent/self and in the metrics.
+    const self = (await (await fetch(`${base}/v1/agent/self`)).json()) as {
+      Stats: { sluice: { replication: { role: string; index: number; commits: number; stopped: boolean } } };
+    };
+    expect(self.Stats.sluice.replication).toMatchObject({ role: "edge", commits: 0, stopped: false });
+    expect(self.Stats.sluice.replication.index).toBe(edge.server.store.index);
+    const metrics = await (await fetch(`${base}/v1/agent/metrics?format=prometheus`)).text();
+    expect(metrics).toMatch(/^sluice_replication_lag_commits 0$/m);
+    expect(metrics).toMatch(/^sluice_replication_lag_seconds 0$/m);
+    const writerMetrics = await (
+      await fetch(`http://127.0.0.1:${writer.server.httpPort}/v1/agent/metrics?format=prometheus`)
+    ).text();
+    expect(writerMetrics).toMatch(/^sluice_bridge_lag_commits \d+$/m);
   }, 30_000);
 });
