@@ -21,6 +21,8 @@ environment variables, then flags, in that order.
   --max-subscriptions-per-token n    --max-subscriptions-per-connection n
   --shutdown-grace-ms n        --log-level debug|info|warn|error
   --config file.json
+  --sse-keep-alive-ms n        SSE keep-alive comment interval (default 15000)
+  --notification-channels-per-token n    --notification-subscriptions-per-token n
 
 JetStream (see docs/ARCHITECTURE.md, "JetStream bridge and edges"):
   --nats url[,url]             publish the commit log to JetStream (off when empty)
