@@ -78,3 +78,4 @@ export {
   type WaitOptions,
 } from "./types.js";
 export type { CallOptions } from "./unary-call.js";
+export { type FoldFrame, type FoldModel, FoldStep, ViewFold } from "./view-fold.js";

@@ -16,14 +16,15 @@ import {
 import {
   asIndex,
   type Frame,
-  FrameKind,
   type MaterializedView,
+  type StreamEvent,
   type SubscribeRequest,
   type ViewOptions,
   type ViewStats,
   type ViewUpdate,
   type WaitOptions,
 } from "./types.js";
+import { FoldStep, ViewFold } from "./view-fold.js";
 import type { ViewModel } from "./view-models.js";
 
 /** Where a view gets its frames (the client's `subscribe`). */
@@ -83,15 +84,8 @@ export function recoveryFor(err: Error): Recovery {
  * for the new one at EndOfSnapshot, so readers never see a partial view.
  */
 export class StreamView<V> implements MaterializedView<V> {
-  private model: ViewModel<V>;
-  /** The snapshot being received, if any. */
-  private pending: ViewModel<V> | undefined;
-  /** The index the model reflects: the resume point. */
-  private index = 0;
-  private needsSnapshot = true;
-  private hasState = false;
-  /** Bumped whenever the model's content changes. */
-  private version = 0;
+  /** The frames folded into the model (shared with the server's HTTP views). */
+  private readonly fold: ViewFold<StreamEvent, ViewModel<V>>;
   private cached: { version: number; value: V } | undefined;
   private error: Error | undefined;
   private isClosed = false;
@@ -109,12 +103,12 @@ export class StreamView<V> implements MaterializedView<V> {
   constructor(
     private readonly source: FrameSource,
     private readonly request: Omit<SubscribeRequest, "index">,
-    private readonly makeModel: () => ViewModel<V>,
+    makeModel: () => ViewModel<V>,
     private readonly runtime: ViewRuntime,
     private readonly options: ViewOptions = {},
     private readonly onClose?: () => void,
   ) {
-    this.model = makeModel();
+    this.fold = new ViewFold<StreamEvent, ViewModel<V>>(makeModel);
     const { signal } = options;
     if (signal?.aborted) {
       this.close();
@@ -130,7 +124,7 @@ export class StreamView<V> implements MaterializedView<V> {
 
   get(): ViewUpdate<V> | undefined {
     if (this.error) throw this.error;
-    return this.hasState ? this.current() : undefined;
+    return this.fold.hasState ? this.current() : undefined;
   }
 
   private readonly onAbort = (): void => this.close();
@@ -157,13 +151,13 @@ export class StreamView<V> implements MaterializedView<V> {
     try {
       for (;;) {
         if (this.error) throw this.error;
-        if (this.hasState && this.index > index) return this.current();
+        if (this.fold.hasState && this.fold.index > index) return this.current();
         if (this.isClosed) throw new ClosedError();
         const r = await Promise.race([this.changed(), stop]);
         if (r === "abort") throw signal?.reason;
         if (r === "timeout") {
           if (this.error) throw this.error;
-          if (this.hasState) return this.current();
+          if (this.fold.hasState) return this.current();
           throw new WaitTimeoutError(index, timeout ?? 0);
         }
       }
@@ -185,8 +179,8 @@ export class StreamView<V> implements MaterializedView<V> {
         for (;;) {
           if (this.error) throw this.error;
           if (this.isClosed) return { done: true, value: undefined };
-          if (this.hasState && this.version !== seen) {
-            seen = this.version;
+          if (this.fold.hasState && this.fold.version !== seen) {
+            seen = this.fold.version;
             return { done: false, value: this.current() };
           }
           await this.changed();
@@ -200,9 +194,9 @@ export class StreamView<V> implements MaterializedView<V> {
   }
 
   private current(): ViewUpdate<V> {
-    if (this.cached?.version !== this.version)
-      this.cached = { version: this.version, value: this.model.result() };
-    return { index: asIndex(this.index), value: this.cached.value };
+    if (this.cached?.version !== this.fold.version)
+      this.cached = { version: this.fold.version, value: this.fold.model.result() };
+    return { index: asIndex(this.fold.index), value: this.cached.value };
   }
 
   private changed(): Promise<void> {
@@ -226,7 +220,7 @@ export class StreamView<V> implements MaterializedView<V> {
     let backoff: BackoffState = INITIAL_BACKOFF;
     const { now, random, policy } = this.runtime;
     while (!this.isClosed) {
-      const from = this.needsSnapshot ? 0 : this.index;
+      const from = this.fold.needsSnapshot ? 0 : this.fold.index;
       this.stats.subscriptions++;
       if (from > 0) this.stats.resumes++;
       let failure: Error;
@@ -242,14 +236,13 @@ export class StreamView<V> implements MaterializedView<V> {
         if (this.isClosed) return;
         failure = err instanceof Error ? err : new Error(String(err));
       }
-      // A snapshot cut short is of no use: the next one starts over.
-      this.pending = undefined;
+      this.fold.interrupted();
       const recovery = recoveryFor(failure);
       if (recovery === Recovery.Stop) {
         this.stop(failure);
         return;
       }
-      if (recovery === Recovery.Reset) this.needsSnapshot = true;
+      if (recovery === Recovery.Reset) this.fold.expectSnapshot();
       backoff = backoffFailure(backoff, now(), random(), policy);
       this.stats.retries++;
       const delayMs = Math.max(0, backoff.retryAt - now());
@@ -258,7 +251,7 @@ export class StreamView<V> implements MaterializedView<V> {
         attempt: backoff.failures,
         delayMs,
         reset: recovery === Recovery.Reset,
-        resumeIndex: this.needsSnapshot ? 0 : this.index,
+        resumeIndex: this.fold.needsSnapshot ? 0 : this.fold.index,
       });
       await this.sleep(delayMs);
     }
@@ -291,53 +284,10 @@ export class StreamView<V> implements MaterializedView<V> {
   }
 
   private apply(frame: Frame): void {
-    switch (frame.kind) {
-      case FrameKind.Snapshot: {
-        this.pending ??= this.makeModel();
-        for (const e of frame.events) this.pending.apply(e);
-        return;
-      }
-      case FrameKind.EndOfSnapshot:
-        this.model = this.pending ?? this.makeModel();
-        this.pending = undefined;
-        this.index = frame.index;
-        this.needsSnapshot = false;
-        this.hasState = true;
-        this.version++;
-        this.stats.snapshots++;
-        this.notify();
-        return;
-      case FrameKind.NewSnapshotToFollow:
-        this.pending = this.makeModel();
-        return;
-      case FrameKind.Events: {
-        if (this.needsSnapshot) throw new ProtocolError("events before the snapshot ended");
-        let applied = false;
-        for (const e of frame.events) {
-          if (e.index <= this.index) {
-            this.stats.duplicatesSkipped++;
-            continue;
-          }
-          this.model.apply(e);
-          this.stats.eventsApplied++;
-          applied = true;
-        }
-        if (frame.index > this.index) this.index = frame.index;
-        if (applied) this.version++;
-        this.notify();
-        return;
-      }
-      case FrameKind.Progress:
-        if (this.needsSnapshot) throw new ProtocolError("progress before the snapshot ended");
-        if (frame.index > this.index) {
-          this.index = frame.index;
-          this.notify();
-        }
-        return;
-      default: {
-        const never: never = frame;
-        throw new ProtocolError(`unknown frame ${JSON.stringify(never)}`);
-      }
-    }
+    const step = this.fold.apply(frame);
+    this.stats.eventsApplied = this.fold.eventsApplied;
+    this.stats.duplicatesSkipped = this.fold.duplicatesSkipped;
+    if (step === FoldStep.Snapshot) this.stats.snapshots++;
+    if (step !== FoldStep.None) this.notify();
   }
 }

@@ -1,4 +1,6 @@
-import { type Frame, FrameKind, type Subscription } from "../stream/index.js";
+import { FoldStep, ViewFold } from "../client/index.js";
+import type { Event } from "../state/events/index.js";
+import type { Frame, Subscription } from "../stream/index.js";
 import type { ViewModel } from "./view-models.js";
 
 /** Opens the subscription that feeds a view (the ACL enforcer's `subscribe`, with the token). */
@@ -34,9 +36,8 @@ const MAX_RENDERS = 64;
  * its registry drops it, and requests waiting on it see the error and may open a new one.
  */
 export class MaterializedView<M extends ViewModel> implements PooledView {
-  private model: M;
-  private pending: M | undefined;
-  private live = false;
+  /** The SDK's fold (src/client/view-fold.ts), over the publisher's frames. */
+  private readonly fold: ViewFold<Event, M>;
   private ended = false;
   private failure: Error | undefined;
   private sub: Subscription | undefined;
@@ -53,10 +54,10 @@ export class MaterializedView<M extends ViewModel> implements PooledView {
 
   constructor(
     open: SubscriptionSource,
-    private readonly makeModel: () => M,
+    makeModel: () => M,
     private readonly onEnd: (view: PooledView) => void,
   ) {
-    this.model = makeModel();
+    this.fold = new ViewFold<Event, M>(makeModel);
     void this.run(open);
   }
 
@@ -86,33 +87,10 @@ export class MaterializedView<M extends ViewModel> implements PooledView {
   }
 
   private apply(frame: Frame): void {
-    switch (frame.kind) {
-      case FrameKind.Snapshot: {
-        this.pending ??= this.makeModel();
-        for (const e of frame.events) this.pending.apply(e);
-        return;
-      }
-      case FrameKind.EndOfSnapshot:
-        this.model = this.pending ?? this.makeModel();
-        this.pending = undefined;
-        this.live = true;
-        this.changed(frame.index);
-        return;
-      case FrameKind.NewSnapshotToFollow:
-        this.pending = this.makeModel();
-        return;
-      case FrameKind.Events:
-        for (const e of frame.events) this.model.apply(e);
-        this.changed(frame.index);
-        return;
-      case FrameKind.Progress:
-        // Nothing of ours changed up to frame.index: the result's index stays where it is.
-        return;
-      default: {
-        const never: never = frame;
-        throw new TypeError(`unknown frame ${JSON.stringify(never)}`);
-      }
-    }
+    const step = this.fold.apply(frame);
+    // Progress moves the fold's resume index, not the view's: a blocked request wakes only
+    // when its result may have changed.
+    if (step === FoldStep.Snapshot || step === FoldStep.Changed) this.changed(this.fold.index);
   }
 
   private changed(index: number): void {
@@ -173,7 +151,7 @@ export class MaterializedView<M extends ViewModel> implements PooledView {
   async ready(now: () => number, signal: AbortSignal): Promise<void> {
     for (;;) {
       if (this.failure) throw this.failure;
-      if (this.live) return;
+      if (this.fold.hasState) return;
       if (this.ended || (await this.wait(undefined, now(), signal)) === "aborted") {
         throw signal.reason ?? new Error("the view closed");
       }
@@ -209,7 +187,7 @@ export class MaterializedView<M extends ViewModel> implements PooledView {
    */
   render<T>(variant: string, f: (model: M) => T): T {
     if (this.renders.has(variant)) return this.renders.get(variant) as T;
-    const value = f(this.model);
+    const value = f(this.fold.model);
     if (this.renders.size >= MAX_RENDERS) this.renders.clear();
     this.renders.set(variant, value);
     return value;
