@@ -31,6 +31,11 @@ JetStream (see docs/ARCHITECTURE.md, "JetStream bridge and edges"):
   --nats-snapshot-every n      commits between snapshots stored for edges (default 10000)
   --nats-max-age-sec n         stream retention by age (default 0: unlimited)
   --nats-max-bytes n           stream retention by size (default 0: unlimited)
+
+Component broker (sluice.v1.Broker, /v1/invoke):
+  --broker-id id               this broker's id (default host name + random suffix)
+  --broker-http-allow h[:p],…  hosts the built-in http component may call (default none)
+  --broker-archive-max-age-sec n    event archive retention with --nats (default 259200)
 `;
 
 export const EDGE_USAGE = `sluice edge --nats url [flags]
