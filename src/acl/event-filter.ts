@@ -24,7 +24,18 @@ export function eventFilterFor(authz: Authorizer): EventFilter {
     }
     return lastServiceOk;
   };
-  return (e: Event): boolean => {
+  // Frames of KV events are decided by key set: one memo entry per interned set id.
+  const sets = new Map<number, boolean>();
+  const allowsKeys = (setId: number, keys: readonly string[]): boolean => {
+    let ok = sets.get(setId);
+    if (ok === undefined) {
+      ok = keys.every((k) => authz.allows("key", k, "read"));
+      if (sets.size >= 4096) sets.clear();
+      sets.set(setId, ok);
+    }
+    return ok;
+  };
+  const filter = (e: Event): boolean => {
     switch (e.topic) {
       case "ServiceHealth": {
         if (!service(e.payload.service.Service)) return false;
@@ -51,6 +62,7 @@ export function eventFilterFor(authz: Authorizer): EventFilter {
       }
     }
   };
+  return Object.assign(filter, { allowsKeys });
 }
 
 const NOTHING: EventFilter = () => false;

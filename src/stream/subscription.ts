@@ -1,11 +1,18 @@
 import type { Event, Subject, Topic } from "../state/events/index.js";
 import type { Index } from "../state/index.js";
+import { kvFrameSubjects } from "./frame-subjects.js";
 import { type Frame, FrameKind } from "./frames.js";
 import type { CachedSnapshot } from "./snapshot-cache.js";
 import type { SubjectStream, Waiter } from "./subject-stream.js";
 
-/** Decides, per event, whether the subscriber may see it (the ACL layer supplies one). */
-export type EventFilter = (event: Event) => boolean;
+/**
+ * Decides, per event, whether the subscriber may see it (the ACL layer supplies one).
+ * `allowsKeys`, when present, decides a whole frame of KV events at once: true when every
+ * key of the set is readable (the filter memoizes by the set's interned id).
+ */
+export type EventFilter = ((event: Event) => boolean) & {
+  readonly allowsKeys?: (setId: number, keys: readonly string[]) => boolean;
+};
 
 /** What a subscription needs from its publisher. */
 export interface SubscriptionHost {
@@ -222,19 +229,16 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
  * array and shared by every subscriber that reads it (a lagging reader of a hot key gets
  * exactly such frames).
  */
-const singleKey = new WeakMap<readonly Event[], boolean>();
-function isSingleKeyKV(events: readonly Event[]): boolean {
-  let v = singleKey.get(events);
-  if (v === undefined) {
-    const first = events[0]!;
-    v = first.topic === "KV" && events.every((e) => e.topic === "KV" && e.subject === first.subject);
-    singleKey.set(events, v);
-  }
-  return v;
-}
-
 function applyFilter(events: readonly Event[], filter: EventFilter): readonly Event[] {
-  if (events.length > 1 && isSingleKeyKV(events)) return filter(events[0]!) ? events : [];
+  if (events.length > 1) {
+    // A frame of KV events is decided by its set of keys (computed once per frame, shared):
+    // one key, one check; all keys readable, the shared array as it is.
+    const set = kvFrameSubjects(events);
+    if (set !== null) {
+      if (set.subjects.length === 1) return filter(events[0]!) ? events : [];
+      if (filter.allowsKeys?.(set.id, set.subjects)) return events;
+    }
+  }
   let i = 0;
   while (i < events.length && filter(events[i]!)) i++;
   if (i === events.length) return events; // all visible: share the array
