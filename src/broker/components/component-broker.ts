@@ -11,6 +11,7 @@ import { toGrpcStatus } from "../status.js";
 import { EventArchive } from "./archive.js";
 import { ComponentConnection } from "./connection.js";
 import {
+  BrokerErrorReason,
   type Envelope,
   errorResponse,
   expired,
@@ -194,14 +195,26 @@ export class ComponentBroker {
     const now = this.now();
     for (const f of inflight) {
       this.respond(
-        errorResponse(f.request, Status.UNAVAILABLE, `replica ${refText(r.ref)} disconnected`, now),
+        errorResponse(
+          f.request,
+          Status.UNAVAILABLE,
+          `replica ${refText(r.ref)} disconnected`,
+          now,
+          BrokerErrorReason.Disconnected,
+        ),
         f.origin,
       );
     }
     for (const q of orphaned) {
       if (q.env.kind === Kind.Request) {
         this.respond(
-          errorResponse(q.env, Status.UNAVAILABLE, `no replica of ${q.env.target?.name} left`, now),
+          errorResponse(
+            q.env,
+            Status.UNAVAILABLE,
+            `no replica of ${q.env.target?.name} left`,
+            now,
+            BrokerErrorReason.Disconnected,
+          ),
           q.origin,
         );
       }
@@ -292,7 +305,13 @@ export class ComponentBroker {
     this.metrics.unroutable++;
     if (env.kind === Kind.Request) {
       this.respond(
-        errorResponse(env, Status.UNAVAILABLE, `no replica of ${refText(env.target)}`, this.now()),
+        errorResponse(
+          env,
+          Status.UNAVAILABLE,
+          `no replica of ${refText(env.target)}`,
+          this.now(),
+          BrokerErrorReason.NoRoute,
+        ),
         origin,
       );
     }

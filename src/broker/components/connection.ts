@@ -4,6 +4,7 @@ import type { BrokerEvent, BrokerEvent__Output } from "../../generated/sluice/v1
 import type { SubscribeRequest__Output } from "../../generated/sluice/v1/SubscribeRequest.js";
 import { encodeFrame } from "../../proto/index.js";
 import { IndexAheadError, type Subscription } from "../../stream/index.js";
+import { InvalidArgumentError } from "../errors.js";
 import { toGrpcStatus } from "../status.js";
 import { subjectFromWire, topicFromWire } from "../subscribe-handler.js";
 import type { ComponentBroker } from "./component-broker.js";
@@ -11,6 +12,12 @@ import { type ComponentRef, type Envelope, Kind, normalize, refText, Status } fr
 import type { Replica } from "./router.js";
 
 type Call = grpc.ServerDuplexStream<BrokerEvent__Output, BrokerEvent>;
+
+interface SubscriptionSlot {
+  sub: Subscription | undefined;
+  /** Unsubscribed (or the connection closed) before or while it opened. */
+  cancelled: boolean;
+}
 
 /** Ends a call with a status (grpc-js sends it as the stream's trailers). */
 function endWith(call: Call, code: grpc.status, details: string, errorName: string): void {
@@ -26,7 +33,8 @@ function endWith(call: Call, code: grpc.status, details: string, errorName: stri
 export class ComponentConnection implements Replica {
   ref!: ComponentRef;
   concurrency = 16;
-  private readonly subs = new Map<string, Subscription>();
+  /** Change-stream subscriptions by id (taken while one opens, before it has a Subscription). */
+  private readonly subs = new Map<string, SubscriptionSlot>();
   private closed = false;
   private registered = false;
   private stopRevoke: (() => void) | undefined;
@@ -43,7 +51,13 @@ export class ComponentConnection implements Replica {
     private readonly token: string | undefined,
   ) {
     call.on("data", (m: BrokerEvent__Output) => this.onMessage(m));
-    call.on("end", () => this.close());
+    // The component half-closed: it leaves, and its stream ends OK (else the client would
+    // wait for a status forever).
+    call.on("end", () => {
+      if (this.closed) return;
+      this.close();
+      call.end();
+    });
     call.on("cancelled", () => this.close());
     call.on("error", () => this.close());
     call.on("drain", () => this.flush());
@@ -71,7 +85,7 @@ export class ComponentConnection implements Replica {
         void this.subscribe(m.subscribe!.id, m.subscribe!.request);
         return;
       case "unsubscribe":
-        this.subs.get(m.unsubscribe!.id)?.unsubscribe();
+        this.unsubscribe(m.unsubscribe!.id);
         return;
       case "register":
         this.fail(Status.INVALID_ARGUMENT, "already registered", "InvalidArgumentError");
@@ -84,11 +98,21 @@ export class ComponentConnection implements Replica {
 
   private register(name: string, id: string, concurrency: number): void {
     if (!this.resolved.authorizer.allows("component", name, "write")) {
-      this.fail(
-        Status.PERMISSION_DENIED,
-        `this token may not register component "${name}" (needs component "${name}" { policy = "write" })`,
-        "PermissionDeniedError",
-      );
+      // No token presented: the anonymous token may not register, so the component has not
+      // authenticated at all (a token that was presented and lacks the rule is denied).
+      if (this.token === undefined) {
+        this.fail(
+          Status.UNAUTHENTICATED,
+          `a token is needed to register component "${name}" (x-sluice-token metadata)`,
+          "TokenRequiredError",
+        );
+      } else {
+        this.fail(
+          Status.PERMISSION_DENIED,
+          `this token may not register component "${name}" (needs component "${name}" { policy = "write" })`,
+          "PermissionDeniedError",
+        );
+      }
       return;
     }
     this.ref = { name, id };
@@ -129,18 +153,21 @@ export class ComponentConnection implements Replica {
   }
 
   private async subscribe(id: string, req: SubscribeRequest__Output | null): Promise<void> {
-    const end = (err: unknown): void => {
-      const s = toGrpcStatus(err);
-      this.write({
-        frame: { subscription_id: id, ended: true, status_code: s.code, status_message: s.details },
-      });
-    };
+    const endFrame = (code: grpc.status, message: string): void =>
+      this.write({ frame: { subscription_id: id, ended: true, status_code: code, status_message: message } });
+    if (!req || this.subs.has(id)) {
+      // A duplicate id is refused without touching the open subscription of that id.
+      const err = req
+        ? new InvalidArgumentError("id", `subscription ${id} is open already`)
+        : new InvalidArgumentError("request", "subscribe needs a request");
+      endFrame(Status.INVALID_ARGUMENT, err.message);
+      return;
+    }
+    // The id is taken from now on, while the subscription opens (an unsubscribe meanwhile
+    // cancels it as soon as it is open).
+    const slot: SubscriptionSlot = { sub: undefined, cancelled: false };
+    this.subs.set(id, slot);
     try {
-      if (!req) throw Object.assign(new Error("subscribe needs a request"), { name: "InvalidArgumentError" });
-      if (this.subs.has(id))
-        throw Object.assign(new Error(`subscription ${id} is open already`), {
-          name: "InvalidArgumentError",
-        });
       const topic = topicFromWire(req.topic);
       const subject = subjectFromWire(req);
       const index = Number(req.index ?? 0);
@@ -150,26 +177,28 @@ export class ComponentConnection implements Replica {
         if (!reached) throw new IndexAheadError(index, publisher.index);
       }
       const sub = await this.broker.enforcer.subscribe({ topic, subject, index }, this.token);
-      if (this.closed) {
-        sub.unsubscribe();
-        return;
+      slot.sub = sub;
+      if (this.closed || slot.cancelled) sub.unsubscribe();
+      for await (const frame of sub) {
+        this.write({ frame: { subscription_id: id, event: Buffer.from(encodeFrame(frame)) } });
+        if (this.waiting) await this.drained();
       }
-      this.subs.set(id, sub);
-      try {
-        for await (const frame of sub) {
-          this.write({ frame: { subscription_id: id, event: Buffer.from(encodeFrame(frame)) } });
-          if (this.waiting) await this.drained();
-        }
-        if (!this.closed)
-          this.write({
-            frame: { subscription_id: id, ended: true, status_code: 0, status_message: "unsubscribed" },
-          });
-      } finally {
-        this.subs.delete(id);
-      }
+      if (!this.closed) endFrame(Status.OK, "unsubscribed");
     } catch (err) {
-      if (!this.closed) end(err);
+      if (!this.closed) {
+        const s = toGrpcStatus(err);
+        endFrame(s.code, s.details);
+      }
+    } finally {
+      if (this.subs.get(id) === slot) this.subs.delete(id);
     }
+  }
+
+  private unsubscribe(id: string): void {
+    const slot = this.subs.get(id);
+    if (!slot) return;
+    slot.cancelled = true;
+    slot.sub?.unsubscribe();
   }
 
   private drained(): Promise<void> {
@@ -220,7 +249,7 @@ export class ComponentConnection implements Replica {
     this.closed = true;
     for (const cb of this.closeListeners.splice(0)) cb();
     this.stopRevoke?.();
-    for (const s of this.subs.values()) s.unsubscribe();
+    for (const id of [...this.subs.keys()]) this.unsubscribe(id);
     this.subs.clear();
     for (const w of this.drainWaiters.splice(0)) w();
     if (this.registered) this.broker.detach(this);

@@ -47,22 +47,34 @@ export const BrokerErrorReason = {
   Deadline: "deadline",
   Disconnected: "disconnected",
   Invalid: "invalid",
+  /** Any other error the broker (or a built-in component) answers with. */
+  Error: "error",
 } as const;
 
-function reasonOf(code: Status, message: string): string {
+export type BrokerErrorReason = (typeof BrokerErrorReason)[keyof typeof BrokerErrorReason];
+
+/** The reason a status implies when the caller names none (never read from the message). */
+function reasonOf(code: Status): BrokerErrorReason {
   if (code === Status.DEADLINE_EXCEEDED) return BrokerErrorReason.Deadline;
   if (code === Status.INVALID_ARGUMENT) return BrokerErrorReason.Invalid;
-  if (code === Status.UNAVAILABLE && /disconnected|left/.test(message)) return BrokerErrorReason.Disconnected;
-  if (code === Status.UNAVAILABLE) return BrokerErrorReason.NoRoute;
-  return "error";
+  return BrokerErrorReason.Error;
 }
 
-/** The broker's own response to a request: an error status, from `source` (the broker). */
-export function errorResponse(req: Envelope, code: Status, message: string, nowMs: number): Envelope {
+/**
+ * The broker's own response to a request: an error status, from `source` (the broker), with
+ * `reason` in {@link BROKER_ERROR_HEADER} (by default the one `code` implies).
+ */
+export function errorResponse(
+  req: Envelope,
+  code: Status,
+  message: string,
+  nowMs: number,
+  reason: BrokerErrorReason = reasonOf(code),
+): Envelope {
   return normalize(
     {
       kind: Kind.Response,
-      headers: { [BROKER_ERROR_HEADER]: reasonOf(code, message) },
+      headers: { [BROKER_ERROR_HEADER]: reason },
       parent_id: req.id,
       source: { name: "sluice-broker", id: "" },
       target: req.source,
