@@ -64,6 +64,7 @@ describe("JetStream bridge", () => {
     // Each log message is the commit as the writer's log has it.
     const sample = JSON.parse(Buffer.from(msgs[10]!.data).toString("utf8")) as { i: number };
     expect(sample.i).toBe(11);
+    expect(msgs[10]!.headers?.get("Nats-Msg-Id")).toMatch(/\.11\.0$/);
   }, 90_000);
 
   it("publishes topic events that an external ordered consumer sees exactly as a Sluice subscriber does", async () => {

@@ -74,6 +74,8 @@ export class JetStreamBridge {
   private js: JetStreamClient | undefined;
   private jsm: JetStreamManager | undefined;
   private snapshots: ObjectStore | undefined;
+  /** When the stream was created (part of each Nats-Msg-Id). */
+  private streamEpoch = "";
   private writes: WriteService | undefined;
   private established = false;
   private closed = false;
@@ -263,6 +265,7 @@ export class JetStreamBridge {
     const cfg = this.streamConfig();
     try {
       const info = await jsm.streams.info(this.streamName);
+      this.streamEpoch = info.created;
       const c = info.config;
       if (
         c.max_age !== cfg.max_age ||
@@ -274,7 +277,7 @@ export class JetStreamBridge {
       }
     } catch (err) {
       if (!/stream not found/i.test(String(err))) throw err;
-      await jsm.streams.add(cfg);
+      this.streamEpoch = (await jsm.streams.add(cfg)).created;
       this.opts.logger.info(
         { stream: this.streamName, subjects: cfg.subjects },
         "created the JetStream stream",
@@ -376,6 +379,10 @@ export class JetStreamBridge {
     this.pending++;
     this.js!.publish(msg.subject, msg.data, {
       headers: h,
+      // Nats-Msg-Id from the index (and the event's position): a retry inside the stream's
+      // duplicate window is dropped by JetStream too, on top of the sequence condition.
+      // The stream's creation time keeps a re-created stream from taking a resend for a duplicate.
+      msgID: `${this.streamEpoch}.${msg.index}.${msg.pos}`,
       expect: { lastSequence: send.expectLastSeq, streamName: this.streamName },
       timeout: PUBLISH_TIMEOUT_MS,
     }).then(
