@@ -82,7 +82,7 @@ interface Pending {
  */
 export class ComponentBroker {
   readonly id: string;
-  readonly router = new ComponentRouter();
+  readonly router: ComponentRouter;
   readonly metrics: BrokerMetrics = {
     delivered: 0,
     expired: 0,
@@ -111,6 +111,7 @@ export class ComponentBroker {
   private constructor(opts: ComponentBrokerOptions) {
     this.id = opts.id ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
     this.now = opts.now ?? Date.now;
+    this.router = new ComponentRouter(this.now);
     this.publisher = opts.publisher;
     this.enforcer = opts.enforcer;
     this.indexAheadWaitMs = opts.indexAheadWaitMs ?? 3000;
@@ -186,6 +187,24 @@ export class ComponentBroker {
     if (!this.router.add(r)) return false;
     this.link?.replicaAdded(r.ref);
     return true;
+  }
+
+  /**
+   * Resolves when replicas attached so far are reachable from other brokers (the NATS
+   * server has their subscriptions), at once without NATS, and after at most 1 s when NATS
+   * does not answer (local routing does not wait for it).
+   */
+  reachable(): Promise<void> {
+    const link = this.link;
+    if (!link) return Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      link.flush().catch(() => {}),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 1000);
+        timer.unref();
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 
   /** A replica left: its in-flight requests and its group's orphaned work get error responses. */

@@ -41,6 +41,8 @@ export class ComponentConnection implements Replica {
   /** Writes waiting for the stream to drain. */
   private backlog: BrokerEvent[] = [];
   private waiting = false;
+  /** Writes wait behind `registered` until the replica is reachable from other brokers. */
+  private holding = false;
   private drainWaiters: (() => void)[] = [];
 
   constructor(
@@ -129,7 +131,14 @@ export class ComponentConnection implements Replica {
         "SubscriptionForceClosedError",
       ),
     );
-    this.write({ registered: { broker_id: this.broker.id } });
+    // `registered` goes out once other brokers can reach the replica (its NATS subscriptions
+    // are in place); whatever is delivered meanwhile follows it.
+    this.holding = true;
+    void this.broker.reachable().then(() => {
+      this.holding = false;
+      this.backlog.unshift({ registered: { broker_id: this.broker.id } });
+      this.flush();
+    });
   }
 
   private onEvent(raw: Envelope): void {
@@ -210,7 +219,7 @@ export class ComponentConnection implements Replica {
 
   private write(m: BrokerEvent): void {
     if (this.closed) return;
-    if (this.waiting) {
+    if (this.waiting || this.holding) {
       this.backlog.push(m);
       return;
     }
@@ -219,6 +228,7 @@ export class ComponentConnection implements Replica {
   }
 
   private flush(): void {
+    if (this.holding) return;
     this.waiting = false;
     while (this.backlog.length > 0 && !this.waiting && !this.closed) {
       if (!this.call.write(this.backlog.shift()!)) this.waiting = true;

@@ -96,6 +96,11 @@ export class NatsLink {
     }
   }
 
+  /** Resolves once the NATS server has processed everything sent so far (subscriptions included). */
+  flush(): Promise<void> {
+    return this.connection.flush();
+  }
+
   /** Stops it; the group's subscription goes when `groupLeft` is false. */
   replicaRemoved(r: ComponentRef, groupLeft: boolean): void {
     const key = refKey(r);

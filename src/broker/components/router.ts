@@ -20,6 +20,8 @@ interface InFlight {
   readonly replica: Replica;
   readonly request: Envelope;
   readonly origin: Origin;
+  /** Frees the replica's slot at the request's deadline. */
+  readonly timer: NodeJS.Timeout;
 }
 
 interface Queued {
@@ -45,7 +47,9 @@ export type Routed =
  * Work stealing: a request for a group goes to the first replica with a free slot (fewest
  * requests in flight, below its concurrency); when all are busy it waits in the group's
  * queue and the first replica to finish one takes it. A slow replica therefore never holds
- * more than its concurrency, and an idle one never waits while work is queued.
+ * more than its concurrency, and an idle one never waits while work is queued. A request
+ * stops holding its slot at its deadline (its sender has had DEADLINE_EXCEEDED by then), so
+ * a replica that drops requests does not stop taking work.
  */
 export class ComponentRouter {
   private readonly byId = new Map<string, Replica>();
@@ -54,6 +58,9 @@ export class ComponentRouter {
   private readonly load = new Map<Replica, number>();
   /** Expired envelopes dropped from queues (counted by the broker). */
   droppedExpired = 0;
+
+  /** `now`: wall clock in ms since the epoch (deadlines are absolute). */
+  constructor(private readonly now: () => number = Date.now) {}
 
   /** Adds a replica; false when its identity is already connected. */
   add(r: Replica): boolean {
@@ -82,6 +89,7 @@ export class ComponentRouter {
     const inflight: InFlight[] = [];
     for (const [id, f] of this.inflight) {
       if (f.replica === r) {
+        clearTimeout(f.timer);
         inflight.push(f);
         this.inflight.delete(id);
       }
@@ -147,11 +155,17 @@ export class ComponentRouter {
   answered(parentId: string, from: Replica, nowMs: number): Origin | undefined {
     const f = this.inflight.get(parentId);
     if (!f || f.replica !== from) return undefined;
-    this.inflight.delete(parentId);
-    this.load.set(from, Math.max(0, (this.load.get(from) ?? 1) - 1));
-    const g = this.groups.get(from.ref.name);
-    if (g) this.dispatchQueued(g, nowMs);
+    this.release(parentId, f, nowMs);
     return f.origin;
+  }
+
+  /** A request leaves its replica's slot (answered, or past its deadline); queued work moves up. */
+  private release(id: string, f: InFlight, nowMs: number): void {
+    clearTimeout(f.timer);
+    this.inflight.delete(id);
+    this.load.set(f.replica, Math.max(0, (this.load.get(f.replica) ?? 1) - 1));
+    const g = this.groups.get(f.replica.ref.name);
+    if (g) this.dispatchQueued(g, nowMs);
   }
 
   /** Requests in flight on a replica. */
@@ -189,7 +203,15 @@ export class ComponentRouter {
 
   private hand(r: Replica, env: Envelope, origin: Origin): void {
     if (env.kind === Kind.Request) {
-      this.inflight.set(env.id, { replica: r, request: env, origin });
+      const timer = setTimeout(
+        () => {
+          const f = this.inflight.get(env.id);
+          if (f?.timer === timer) this.release(env.id, f, this.now());
+        },
+        Math.max(0, env.deadline_ms - this.now()),
+      );
+      timer.unref();
+      this.inflight.set(env.id, { replica: r, request: env, origin, timer });
       this.load.set(r, (this.load.get(r) ?? 0) + 1);
     }
     r.deliver(env);
