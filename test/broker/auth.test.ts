@@ -159,4 +159,15 @@ describe("GetEvent and ACLs", () => {
     const err = await w.getEvent("ev-1", "00000000-0000-4000-8000-000000000000").catch((e) => e);
     expect(err.code).toBe(Status.PERMISSION_DENIED);
   });
+
+  it("needs component read permission on the event's sender or target", async () => {
+    const h = await aclHarness();
+    const t = await h.tokenWithRules(WORKER_WRITE);
+    const w = await ComponentClient.connect(h.address, { name: "worker", id: "w1", token: t.secret });
+    expect((await w.request({ name: "worker", id: "w1" }, { id: "ev-2" })).status_code).toBe(Status.OK);
+    const other = await h.tokenWithRules(`component "billing" { policy = "write" }`);
+    const err = await w.getEvent("ev-2", other.secret).catch((e) => e);
+    expect(err.code).toBe(Status.PERMISSION_DENIED);
+    expect(err.details).toContain('component:read on "worker"');
+  });
 });

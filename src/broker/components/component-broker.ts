@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type * as grpc from "@grpc/grpc-js";
-import { type AclEnforcer, TokenNotFoundError } from "../../acl/index.js";
+import { type AclEnforcer, PermissionDeniedError, TokenNotFoundError } from "../../acl/index.js";
 import type { BrokerEvent, BrokerEvent__Output } from "../../generated/sluice/v1/BrokerEvent.js";
 import type { GetEventRequest__Output } from "../../generated/sluice/v1/GetEventRequest.js";
 import type { EventPublisher } from "../../stream/index.js";
@@ -157,9 +157,14 @@ export class ComponentBroker {
     return {
       Connect: (call: grpc.ServerDuplexStream<BrokerEvent__Output, BrokerEvent>) => void this.connect(call),
       GetEvent: unary<GetEventRequest__Output, Envelope>(async (req, call) => {
-        await this.enforcer.resolve(metadataToken(call.metadata));
+        const { authorizer } = await this.enforcer.resolve(metadataToken(call.metadata));
         const e = await this.archive.get(req.id);
         if (!e) throw new NotFoundError("event", req.id);
+        // An archived event is readable by whoever may read its sender or its target.
+        const names = [e.source?.name, e.target?.name].filter((n): n is string => !!n);
+        if (!names.some((n) => authorizer.allows("component", n, "read"))) {
+          throw new PermissionDeniedError("component", names[0] ?? "", "read");
+        }
         return e;
       }),
     };

@@ -22,8 +22,10 @@ import type { Origin } from "./router.js";
  *
  * Events travel as sluice.v1.Envelope protobuf; a forward is a request whose reply says
  * whether the receiving broker took it ({"ok":true}), so "no replica anywhere" is known
- * (no responders) rather than guessed. The absolute deadline crosses as the time left plus
- * the send time, and the receiver takes the transit time off it. Whatever arrives from NATS
+ * (no responders) rather than guessed. The deadline crosses as the time left plus the send
+ * time: the receiver's budget is what was left at sending minus the transit time (its clock
+ * minus the send time, so clocks are assumed synchronized, e.g. by NTP; a skew shows up as
+ * that much more or less time). Whatever arrives from NATS
  * is only ever delivered locally: nothing goes back to NATS, so there are no loops.
  */
 

@@ -322,6 +322,7 @@ export class JetStreamBridge {
     const info = snap?.description ? (JSON.parse(snap.description) as SnapshotInfo) : undefined;
     this.lastSnapshotIndex = info?.index ?? 0;
     const catchUp: FeedMessage[][] = [];
+    let snapshotStart = false;
     const replay = (from: number): boolean =>
       store.replayLog(
         from,
@@ -338,6 +339,7 @@ export class JetStreamBridge {
       else {
         catchUp.length = 0;
         await this.writeSnapshot(this.attachRoot, tail.seq);
+        snapshotStart = true;
       }
     } else if (tail.index <= this.attachIndex && !replay(tail.index)) {
       catchUp.length = 0;
@@ -346,11 +348,13 @@ export class JetStreamBridge {
         "the local log no longer holds the commits the stream lacks: publishing a snapshot; edges will reload it",
       );
       await this.writeSnapshot(this.attachRoot, tail.seq);
+      snapshotStart = true;
     }
     for (const m of catchUp) this.outbox.push(m);
     for (const m of this.live ?? []) this.outbox.push(m);
     this.live = undefined;
-    this.outbox.resync(tail);
+    // Commits a snapshot stands for count as published: the stream starts after them.
+    this.outbox.resync(snapshotStart ? { ...tail, index: Math.max(tail.index, this.attachIndex) } : tail);
     this.established = true;
     this.opts.logger.info(
       {
