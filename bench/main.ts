@@ -44,7 +44,12 @@ const SUITES: Readonly<Record<string, SuiteEntry>> = {
       "JetStream bridge + 2 edges: bridge commits/s vs JetStream's publish rate, edge catch-up commits/s, commit-to-delivery p50/p99 on edges vs writer",
     load: async () => (await import("./edge.js")).suite,
   },
-  // broker: add `name: { summary, load }` as each lands.
+  broker: {
+    summary:
+      "component broker request/response: round trips/s and p50/p99 through one broker, with the JetStream archive, and across two brokers over NATS, vs plain NATS request/reply",
+    load: async () => (await import("./broker.js")).suite,
+  },
+  // add `name: { summary, load }` as each lands.
 };
 
 /** Flags every suite takes. */

@@ -34,6 +34,7 @@ JetStream (see docs/ARCHITECTURE.md, "JetStream bridge and edges"):
 
 Component broker (sluice.v1.Broker, /v1/invoke):
   --broker-id id               this broker's id (default host name + random suffix)
+  --broker-nats-prefix p       subject prefix all joined brokers share (default sluice: sluice.broker.*)
   --broker-http-allow h[:p],…  hosts the built-in http component may call (default none)
   --broker-archive-max-age-sec n    event archive retention with --nats (default 259200)
 `;

@@ -44,6 +44,8 @@ export interface ServerConfig {
   readonly edgeForwardWrites: boolean;
   /** The component broker's id (default: host name plus a random suffix). */
   readonly brokerId: string;
+  /** Subject prefix every broker that should reach the others shares (`<prefix>.broker.*`). */
+  readonly brokerNatsPrefix: string;
   /** Hosts (`host` or `host:port`, comma-separated) the built-in `http` component may call. */
   readonly brokerHttpAllow: string;
   /** How long broker events stay in the JetStream archive, seconds (with --nats). */
@@ -79,6 +81,7 @@ export const DEFAULTS: ServerConfig = {
   edge: false,
   edgeForwardWrites: true,
   brokerId: "",
+  brokerNatsPrefix: "sluice",
   brokerHttpAllow: "",
   brokerArchiveMaxAgeSec: 3 * 24 * 3600,
 };
@@ -129,6 +132,7 @@ const SCHEMA: { readonly [K in Key]: { kind: Kind; min?: number } } = {
   edge: { kind: "bool" },
   edgeForwardWrites: { kind: "bool" },
   brokerId: { kind: "optString" },
+  brokerNatsPrefix: { kind: "string" },
   brokerHttpAllow: { kind: "optString" },
   brokerArchiveMaxAgeSec: { kind: "int", min: 1 },
 };
@@ -157,7 +161,10 @@ function coerce(key: Key, raw: unknown, source: string): unknown {
     if (key === "natsStream" && !/^[A-Za-z0-9_-]+$/.test(raw)) {
       throw new ConfigError(setting, `must be letters, digits, - and _, got "${raw}"`, source);
     }
-    if (key === "natsPrefix" && !/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(raw)) {
+    if (
+      (key === "natsPrefix" || key === "brokerNatsPrefix") &&
+      !/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(raw)
+    ) {
       throw new ConfigError(
         setting,
         `must be dot-separated tokens of letters, digits, - and _, got "${raw}"`,

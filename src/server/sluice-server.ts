@@ -141,7 +141,8 @@ export class SluiceServer {
           ? {
               nats: {
                 servers: config.nats,
-                prefix: config.natsPrefix,
+                prefix: config.brokerNatsPrefix,
+                archivePrefix: config.natsPrefix,
                 archiveStream: `${config.natsStream}_EVENTS`,
                 archiveMaxAgeMs: config.brokerArchiveMaxAgeSec * 1000,
               },

@@ -34,7 +34,10 @@ export interface ComponentBrokerOptions {
   /** Join other brokers and archive events through NATS. */
   readonly nats?: {
     readonly servers: string;
+    /** Subject prefix shared by every broker that should reach the others (`<prefix>.broker.*`). */
     readonly prefix: string;
+    /** Subject prefix of this server's archive (`<archivePrefix>.archive.*`; the feed's prefix). */
+    readonly archivePrefix: string;
     /** JetStream stream of the event archive. */
     readonly archiveStream: string;
     readonly archiveMaxAgeMs: number;
@@ -138,7 +141,12 @@ export class ComponentBroker {
           await link.close();
           return;
         }
-        await b.archive.useJetStream(link.connection, nats.prefix, nats.archiveStream, nats.archiveMaxAgeMs);
+        await b.archive.useJetStream(
+          link.connection,
+          nats.archivePrefix,
+          nats.archiveStream,
+          nats.archiveMaxAgeMs,
+        );
         for (const r of b.router.replicas()) link.replicaAdded(r.ref);
         b.link = link;
         opts.logger.info({ broker: b.id, nats: nats.servers }, "component broker joined NATS");
@@ -273,7 +281,6 @@ export class ComponentBroker {
    */
   submit(env: Envelope, origin: Origin, reply: (e: Envelope) => void): void {
     const now = this.now();
-    this.archive.put(env);
     if (env.kind === Kind.Request) {
       if (this.pending.has(env.id)) {
         reply(errorResponse(env, Status.INVALID_ARGUMENT, `request id ${env.id} is in flight already`, now));
@@ -302,9 +309,12 @@ export class ComponentBroker {
     }
     if (expired(env, now)) {
       this.metrics.expired++;
+      this.archive.put(env);
       return; // a request's timer (due now) answers DEADLINE_EXCEEDED
     }
     this.route(env, origin, false);
+    // Archived once it is on its way: archiving never delays delivery.
+    this.archive.put(env);
   }
 
   /** Routes locally, else (unless it came from NATS) to another broker, else unroutable. */
@@ -348,8 +358,9 @@ export class ComponentBroker {
       this.metrics.lateResponses++;
       return;
     }
-    this.archive.put(resp);
     this.respond({ ...resp, target: origin.source }, origin);
+    // Archived after it is on its way: archiving never delays delivery.
+    this.archive.put(resp);
   }
 
   /** Sends a response towards its request's origin: here, or the origin broker over NATS. */
