@@ -22,6 +22,12 @@ import {
   SubscriptionForceClosedError,
   TooManySubscriptionsError,
 } from "../stream/index.js";
+import {
+  NotRegisteredError,
+  ReplicaConflictError,
+  SourceMismatchError,
+  TokenRequiredError,
+} from "./components/errors.js";
 import { InvalidArgumentError, NotFoundError } from "./errors.js";
 import { NotWriterError, WriterUnavailableError } from "./jetstream/index.js";
 
@@ -45,6 +51,9 @@ function codeOf(err: unknown): Status {
   if (err instanceof NotWriterError) return Status.FAILED_PRECONDITION;
   if (err instanceof TokenNotFoundError || err instanceof PermissionDeniedError)
     return Status.PERMISSION_DENIED;
+  if (err instanceof SourceMismatchError) return Status.PERMISSION_DENIED;
+  if (err instanceof NotRegisteredError || err instanceof TokenRequiredError) return Status.UNAUTHENTICATED;
+  if (err instanceof ReplicaConflictError) return Status.ALREADY_EXISTS;
   if (
     err instanceof InvalidSubjectError ||
     err instanceof ValidationError ||

@@ -93,7 +93,7 @@ describe("identity", () => {
     c.send({ kind: "ENVELOPE_KIND_EVENT", source: { name: "worker", id: "w2" }, target: victim.ref });
     const s = await c.end();
     expect(s.code).toBe(Status.PERMISSION_DENIED);
-    expect(errorClass(s)).toBe("PermissionDeniedError");
+    expect(errorClass(s)).toBe("SourceMismatchError");
 
     const d = await ComponentClient.connect(h.address, { name: "worker", id: "w3", token: t.secret });
     d.send({ kind: "ENVELOPE_KIND_EVENT", source: { name: "admin", id: "w3" }, target: victim.ref });

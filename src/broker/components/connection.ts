@@ -1,14 +1,25 @@
 import type * as grpc from "@grpc/grpc-js";
-import type { ResolvedToken } from "../../acl/index.js";
+import { PermissionDeniedError, type ResolvedToken } from "../../acl/index.js";
 import type { BrokerEvent, BrokerEvent__Output } from "../../generated/sluice/v1/BrokerEvent.js";
 import type { SubscribeRequest__Output } from "../../generated/sluice/v1/SubscribeRequest.js";
 import { encodeFrame } from "../../proto/index.js";
-import { IndexAheadError, type Subscription } from "../../stream/index.js";
+import {
+  IndexAheadError,
+  ShuttingDownError,
+  type Subscription,
+  SubscriptionForceClosedError,
+} from "../../stream/index.js";
 import { InvalidArgumentError } from "../errors.js";
 import { toGrpcStatus } from "../status.js";
 import { subjectFromWire, topicFromWire } from "../subscribe-handler.js";
 import type { ComponentBroker } from "./component-broker.js";
 import { type ComponentRef, type Envelope, Kind, normalize, refText, Status } from "./envelope.js";
+import {
+  NotRegisteredError,
+  ReplicaConflictError,
+  SourceMismatchError,
+  TokenRequiredError,
+} from "./errors.js";
 import type { Replica } from "./router.js";
 
 type Call = grpc.ServerDuplexStream<BrokerEvent__Output, BrokerEvent>;
@@ -20,9 +31,9 @@ interface SubscriptionSlot {
 }
 
 /** Ends a call with a status (grpc-js sends it as the stream's trailers). */
-function endWith(call: Call, code: grpc.status, details: string, errorName: string): void {
-  const s = toGrpcStatus(Object.assign(new Error(details), { name: errorName }));
-  call.emit("error", { ...s, code, details });
+/** Ends a call with the status its error maps to (the one mapping in ../status.ts). */
+function endWith(call: Call, err: Error): void {
+  call.emit("error", toGrpcStatus(err));
 }
 
 /**
@@ -70,9 +81,7 @@ export class ComponentConnection implements Replica {
     if (!this.registered) {
       if (m.msg !== "register" || !m.register?.name || !m.register.id) {
         this.fail(
-          Status.UNAUTHENTICATED,
-          "the first message must be register { name, id }",
-          "NotRegisteredError",
+          new NotRegisteredError(m.msg === "register" ? "a register without name or id" : String(m.msg)),
         );
         return;
       }
@@ -90,10 +99,10 @@ export class ComponentConnection implements Replica {
         this.unsubscribe(m.unsubscribe!.id);
         return;
       case "register":
-        this.fail(Status.INVALID_ARGUMENT, "already registered", "InvalidArgumentError");
+        this.fail(new InvalidArgumentError("register", "already registered"));
         return;
       default:
-        this.fail(Status.INVALID_ARGUMENT, `unexpected message ${m.msg}`, "InvalidArgumentError");
+        this.fail(new InvalidArgumentError("msg", `unexpected message ${m.msg}`));
         return;
     }
   }
@@ -103,33 +112,21 @@ export class ComponentConnection implements Replica {
       // No token presented: the anonymous token may not register, so the component has not
       // authenticated at all (a token that was presented and lacks the rule is denied).
       if (this.token === undefined) {
-        this.fail(
-          Status.UNAUTHENTICATED,
-          `a token is needed to register component "${name}" (x-sluice-token metadata)`,
-          "TokenRequiredError",
-        );
+        this.fail(new TokenRequiredError(name));
       } else {
-        this.fail(
-          Status.PERMISSION_DENIED,
-          `this token may not register component "${name}" (needs component "${name}" { policy = "write" })`,
-          "PermissionDeniedError",
-        );
+        this.fail(new PermissionDeniedError("component", name, "write"));
       }
       return;
     }
     this.ref = { name, id };
     this.concurrency = concurrency > 0 ? concurrency : 16;
     if (!this.broker.attach(this)) {
-      this.fail(Status.ALREADY_EXISTS, `replica ${refText(this.ref)} is connected already`, "ConflictError");
+      this.fail(new ReplicaConflictError(name, id));
       return;
     }
     this.registered = true;
     this.stopRevoke = this.broker.onRevoke(this.resolved.secret, (reason) =>
-      this.fail(
-        Status.ABORTED,
-        `token revoked (${reason}): reconnect with a valid token`,
-        "SubscriptionForceClosedError",
-      ),
+      this.fail(new SubscriptionForceClosedError(`${reason}: reconnect with a valid token`)),
     );
     // `registered` goes out once other brokers can reach the replica (its NATS subscriptions
     // are in place); whatever is delivered meanwhile follows it.
@@ -145,11 +142,7 @@ export class ComponentConnection implements Replica {
     const now = this.broker.now();
     const env = normalize(raw, now);
     if (env.source?.name !== this.ref.name || env.source.id !== this.ref.id) {
-      this.fail(
-        Status.PERMISSION_DENIED,
-        `event source ${refText(env.source)} is not the registered identity ${refText(this.ref)}`,
-        "PermissionDeniedError",
-      );
+      this.fail(new SourceMismatchError(refText(env.source), refText(this.ref)));
       return;
     }
     if (env.kind === Kind.Response) this.broker.answer(env, this);
@@ -236,9 +229,9 @@ export class ComponentConnection implements Replica {
     if (!this.waiting) for (const w of this.drainWaiters.splice(0)) w();
   }
 
-  private fail(code: grpc.status, message: string, errorName: string): void {
+  private fail(err: Error): void {
     if (this.closed) return;
-    endWith(this.call, code, message, errorName);
+    endWith(this.call, err);
     this.close();
   }
 
@@ -250,7 +243,7 @@ export class ComponentConnection implements Replica {
 
   /** The broker is stopping. */
   shutdown(): void {
-    this.fail(Status.UNAVAILABLE, "the broker is shutting down: reconnect", "ShuttingDownError");
+    this.fail(new ShuttingDownError());
   }
 
   /** The connection ended: subscriptions close, the replica leaves its group. */
