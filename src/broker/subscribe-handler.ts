@@ -1,9 +1,8 @@
-import { once } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeRequest.js";
 import { encodeFrame } from "../proto/index.js";
 import { type Subject, SubjectKind, Topic } from "../state/events/index.js";
-import { IndexAheadError, TooManySubscriptionsError } from "../stream/index.js";
+import { IndexAheadError, type Subscription, TooManySubscriptionsError } from "../stream/index.js";
 import { type BrokerDeps, metadataToken } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
 import { toGrpcStatus } from "./status.js";
@@ -48,8 +47,16 @@ export function makeSubscribeHandler(deps: BrokerDeps) {
   return async (call: grpc.ServerWritableStream<SubscribeRequest__Output, Uint8Array>): Promise<void> => {
     const req = call.request;
     const peer = call.getPeer();
-    const abort = new AbortController();
-    call.on("cancelled", () => abort.abort());
+    // No AbortController per call: with 10,000 idle subscriptions its EventTarget was a good
+    // part of each one's memory. A flag and one 'cancelled' listener do the same.
+    let cancelled = false;
+    let sub: Subscription | undefined;
+    let onCancel: (() => void) | undefined;
+    call.once("cancelled", () => {
+      cancelled = true;
+      sub?.unsubscribe();
+      onCancel?.();
+    });
     let counted = false;
     try {
       const topic = topicFromWire(req.topic);
@@ -59,24 +66,35 @@ export function makeSubscribeHandler(deps: BrokerDeps) {
       // Resolve first: an unknown token is refused before anything else is revealed.
       await deps.enforcer.resolve(token);
       if (index > deps.publisher.index) {
+        const abort = new AbortController();
+        onCancel = () => abort.abort();
+        if (cancelled) abort.abort();
         const reached = await deps.publisher.whenIndex(index, waitMs, abort.signal);
+        onCancel = undefined;
         if (!reached) throw new IndexAheadError(index, deps.publisher.index);
       }
       const n = perPeer.get(peer) ?? 0;
       if (n >= maxPerConn) throw new TooManySubscriptionsError(maxPerConn, "connection");
-      const sub = await deps.enforcer.subscribe({ topic, subject, index }, token);
+      sub = await deps.enforcer.subscribe({ topic, subject, index }, token);
       perPeer.set(peer, n + 1);
       counted = true;
-      abort.signal.addEventListener("abort", () => sub.unsubscribe(), { once: true });
-      if (abort.signal.aborted) sub.unsubscribe();
+      if (cancelled) sub.unsubscribe();
       for await (const frame of sub) {
         if (!call.write(encodeFrame(frame))) {
-          await Promise.race([once(call, "drain"), once(abort.signal, "abort")]);
+          await new Promise<void>((resolve) => {
+            if (cancelled) return resolve();
+            onCancel = resolve;
+            call.once("drain", () => {
+              onCancel = undefined;
+              resolve();
+            });
+          });
+          if (cancelled) break;
         }
       }
-      if (!abort.signal.aborted) call.end();
+      if (!cancelled) call.end();
     } catch (err) {
-      if (!abort.signal.aborted) call.emit("error", toGrpcStatus(err));
+      if (!cancelled) call.emit("error", toGrpcStatus(err));
     } finally {
       if (counted) {
         const left = (perPeer.get(peer) ?? 1) - 1;
