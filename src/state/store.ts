@@ -2,14 +2,14 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { produce } from "immer";
 import { applyTxn, redo, undo } from "./apply.js";
-import { decodeCommit, encodeCommit } from "./codec.js";
 import { acquireDirLock, releaseDirLock } from "./data-dir-lock.js";
 import { CorruptLogError, ReplicationGapError, StoreClosedError, StoreFailedError } from "./errors.js";
 import { emptyRoot, type MutableRoot, type StateRoot } from "./schema.js";
 import { listSnapshots, pruneSnapshots, readSnapshot, writeSnapshot } from "./snapshot.js";
 import type { Commit, CommitResult, FsyncMode, Index, Txn } from "./types.js";
 import { validateTxn } from "./validate.js";
-import { deleteSegmentsUpTo, encodeRecords, LogWriter, listSegments, readSegment } from "./wal.js";
+import { deleteSegmentsUpTo, LogWriter, listSegments, readSegment } from "./wal.js";
+import { decodeWalCommit, encodeWalRecords } from "./wal-codec.js";
 
 /** Where log lines go; pino's logger fits. */
 export interface StoreLogger {
@@ -307,7 +307,7 @@ export class Store {
       for (const rec of records) {
         if (rec.index < from) continue;
         if (rec.index > to) return out;
-        out.push(decodeCommit(rec.payload));
+        out.push(decodeWalCommit(rec.payload, segs[i]!.file));
       }
     }
     return out;
@@ -453,10 +453,7 @@ export class Store {
     this.pendingRoot = root;
     const commits = applied.map((a) => a.commit);
     const durable = this.log
-      ? this.log.append(
-          commits[0]!.index,
-          encodeRecords(commits.map((c) => ({ index: c.index, text: encodeCommit(c) }))),
-        )
+      ? this.log.append(commits[0]!.index, encodeWalRecords(commits))
       : Promise.resolve();
     this.inflight = durable.then(
       () => this.publish(applied, root),
@@ -563,7 +560,7 @@ function recover(
         history.length = 0;
       }
       prev = rec.index;
-      const commit = decodeCommit(rec.payload);
+      const commit = decodeWalCommit(rec.payload, seg.file);
       if (commit.index !== rec.index)
         throw new CorruptLogError(seg.file, 0, `record ${rec.index} holds commit ${commit.index}`);
       history.push(commit);

@@ -32,29 +32,6 @@ export function segmentName(first: number): string {
   return `wal-${String(first).padStart(16, "0")}.log`;
 }
 
-/** Encodes records (index, UTF-8 text payload) straight into one buffer: one copy per payload. */
-export function encodeRecords(records: readonly { readonly index: number; readonly text: string }[]): Buffer {
-  let total = 0;
-  const lengths = records.map((r) => {
-    const n = Buffer.byteLength(r.text, "utf8");
-    total += HEADER_BYTES + n;
-    return n;
-  });
-  const buf = Buffer.allocUnsafe(total);
-  let off = 0;
-  for (const [i, r] of records.entries()) {
-    const len = lengths[i]!;
-    buf.writeUInt32LE(len, off);
-    buf.writeUInt32LE(~len >>> 0, off + 4);
-    buf.writeBigUInt64LE(BigInt(r.index), off + 12);
-    buf.write(r.text, off + HEADER_BYTES, len, "utf8");
-    const end = off + HEADER_BYTES + len;
-    buf.writeUInt32LE(crc32(buf.subarray(off + 12, end)), off + 8);
-    off = end;
-  }
-  return buf;
-}
-
 export interface LogRecord {
   readonly index: Index;
   readonly payload: Buffer;
