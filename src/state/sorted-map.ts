@@ -114,20 +114,22 @@ export class SortedMap<V> {
     const ci = this.chunkFor(key);
     const c = this.chunks[ci] as Chunk<V>;
     const i = lowerBound(c.keys, key);
+    if (c.keys[i] === key) {
+      // An update: the chunk's keys stay as they are and are shared; only its values copy.
+      if (c.vals[i] === val) return this;
+      const vals = c.vals.slice();
+      vals[i] = val;
+      const chunks = this.chunks.slice();
+      chunks[ci] = { keys: c.keys, vals };
+      return new SortedMap(chunks, this.size);
+    }
     const keys = c.keys.slice();
     const vals = c.vals.slice();
-    let size = this.size;
-    if (keys[i] === key) {
-      if (vals[i] === val) return this;
-      vals[i] = val;
-    } else {
-      keys.splice(i, 0, key);
-      vals.splice(i, 0, val);
-      size += 1;
-    }
+    keys.splice(i, 0, key);
+    vals.splice(i, 0, val);
     const chunks = this.chunks.slice();
     replaceChunks(chunks, ci, 1, keys, vals);
-    return new SortedMap(chunks, size);
+    return new SortedMap(chunks, this.size + 1);
   }
 
   delete(key: string): SortedMap<V> {
