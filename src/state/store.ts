@@ -29,6 +29,12 @@ export interface StoreOptions {
   readonly fsync?: FsyncMode;
   /** Commits between snapshots (default 50,000). */
   readonly snapshotEvery?: number;
+  /**
+   * Least time between two automatic snapshots, ms (default 10 s): at a high write rate
+   * `snapshotEvery` alone would serialize the whole state several times a second (Consul's
+   * snapshot threshold and interval work the same way).
+   */
+  readonly snapshotMinIntervalMs?: number;
   /** Commits kept replayable in the log behind the latest snapshot (default 10,000). */
   readonly historyRetain?: number;
   /** Size at which a log segment is closed and a new one started (default 64 MiB). */
@@ -107,6 +113,8 @@ export class Store {
   private failed: unknown;
   private readonly listeners = new Set<CommitListener>();
   private lastSnapshotIndex: number;
+  /** When the last snapshot was taken (or the store opened), performance.now() ms. */
+  private lastSnapshotAt = performance.now();
   private snapshotting = false;
   private readonly opts: Required<
     Omit<StoreOptions, "dataDir" | "onFsync" | "initialize" | "retainLogFrom">
@@ -140,6 +148,7 @@ export class Store {
       inMemory: options.inMemory ?? false,
       fsync: options.fsync ?? "always",
       snapshotEvery: options.snapshotEvery ?? 50_000,
+      snapshotMinIntervalMs: options.snapshotMinIntervalMs ?? 10_000,
       historyRetain: options.historyRetain ?? 10_000,
       drainChunk: Math.max(1, options.drainChunk ?? 1024),
       segmentBytes: options.segmentBytes ?? 64 * 1024 * 1024,
@@ -187,6 +196,7 @@ export class Store {
         inMemory: true,
         fsync: "never",
         snapshotEvery: Number.MAX_SAFE_INTEGER,
+        snapshotMinIntervalMs: 0,
         historyRetain: 0,
         drainChunk: 1024,
         segmentBytes: 0,
@@ -473,7 +483,11 @@ export class Store {
       }
     }
     for (const a of applied) a.entry.resolve({ index: a.commit.index, changes: a.commit.changes });
-    if (!this.snapshotting && root.index - this.lastSnapshotIndex >= this.opts.snapshotEvery) {
+    if (
+      !this.snapshotting &&
+      root.index - this.lastSnapshotIndex >= this.opts.snapshotEvery &&
+      performance.now() - this.lastSnapshotAt >= this.opts.snapshotMinIntervalMs
+    ) {
       void this.snapshot().catch((err) => this.opts.logger.error({ err }, "snapshot failed"));
     }
   }
@@ -502,6 +516,7 @@ export class Store {
       const t0 = performance.now();
       const file = writeSnapshot(dir, root);
       this.lastSnapshotIndex = root.index;
+      this.lastSnapshotAt = performance.now();
       this.log.rotate();
       pruneSnapshots(dir, 2);
       const keepFrom = this.opts.retainLogFrom?.() ?? Number.POSITIVE_INFINITY;
@@ -614,7 +629,19 @@ function copyPlain(v: unknown): unknown {
   return out;
 }
 
+/** A private copy of one operation: a shallow copy, with nested objects and bytes copied deeply. */
+function copyOp(op: unknown): unknown {
+  if (typeof op !== "object" || op === null || Array.isArray(op) || op instanceof Uint8Array)
+    return copyPlain(op);
+  const out: Record<string, unknown> = { ...(op as Record<string, unknown>) };
+  for (const k in out) {
+    const v = out[k];
+    if (typeof v === "object" && v !== null) out[k] = copyPlain(v);
+  }
+  return out;
+}
+
 function copyTxn(txn: Txn): Txn {
   if (!Array.isArray(txn)) return txn;
-  return txn.map(copyPlain) as unknown as Txn;
+  return txn.map(copyOp) as unknown as Txn;
 }

@@ -198,7 +198,9 @@ export function encodeWalRecords(commits: readonly Commit[]): Buffer {
     const b = w.buf;
     b.writeUInt32LE(len, start);
     b.writeUInt32LE(~len >>> 0, start + 4);
-    b.writeBigUInt64LE(BigInt(c.index), start + 12);
+    // The index as a u64 (little-endian) from two u32 halves: no BigInt per record.
+    b.writeUInt32LE(c.index % 0x100000000, start + 12);
+    b.writeUInt32LE(Math.floor(c.index / 0x100000000), start + 16);
     b.writeUInt32LE(crc32(b.subarray(start + 12, w.off)), start + 8);
   }
   return w.buf.subarray(0, w.off);

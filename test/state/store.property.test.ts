@@ -862,7 +862,13 @@ describe("store against a reference model", () => {
         fc.commands([txnCommand, txnCommand, batchCommand, restartCommand], { maxCommands: 40, size: "max" }),
         (cmds) =>
           runModel(cmds, {
-            disk: { fsync: "never", snapshotEvery: 5, historyRetain: 3, segmentBytes: 1024 },
+            disk: {
+              fsync: "never",
+              snapshotEvery: 5,
+              snapshotMinIntervalMs: 0,
+              historyRetain: 3,
+              segmentBytes: 1024,
+            },
           }),
       ),
       fcParams(25),

@@ -333,6 +333,7 @@ class World {
           dataDir: this.dir,
           fsync: "never",
           snapshotEvery: this.variant.snapshotEvery,
+          snapshotMinIntervalMs: 0,
           historyRetain: this.variant.historyRetain,
           segmentBytes: this.variant.segmentBytes,
         };
