@@ -309,6 +309,8 @@ export class Store {
       return this.recovered.filter((c) => c.index >= from && c.index <= to);
     }
     const segs = listSegments(dir);
+    // The log no longer reaches back to `from`: say so without reading it all.
+    if (segs.length === 0 || segs[0]!.first > from) return undefined;
     let start = 0;
     for (let i = 0; i < segs.length; i++) if (segs[i]!.first <= from) start = i;
     const out: Commit[] = [];

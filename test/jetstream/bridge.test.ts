@@ -122,6 +122,36 @@ describe("JetStream bridge", () => {
     expect(indexOf(kv[0]!)).toBe(last);
   });
 
+  it("creates a deleted stream again, starting from a snapshot of the current state", async () => {
+    const feed = freshFeed();
+    const w = await startWriter(nats().url, feed, {}, false);
+    const c = w.connect();
+    for (let i = 0; i < 5; i++) await c.put(`a${i}`, "v");
+    expect(await w.server.bridge!.flushed()).toBe(true);
+    const nc = await natsClient(nats().url);
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete(feed.natsStream);
+    const at = w.server.store.index;
+    for (let i = 0; i < 5; i++) await c.put(`b${i}`, "v");
+    expect(await w.server.bridge!.flushed(20_000)).toBe(true);
+    const last = w.server.store.index;
+    const info = JSON.parse(
+      (await (await nc.jetstream().views.os(`${feed.natsStream}_snapshots`)).info("latest"))!.description!,
+    ) as {
+      index: number;
+      logSeq: number;
+    };
+    expect(info.logSeq).toBe(0);
+    expect(info.index).toBeGreaterThanOrEqual(at);
+    const msgs = await readSubject(
+      nc,
+      feed.natsStream,
+      `${feed.natsPrefix}.log`,
+      (m) => m.length >= last - info.index,
+    );
+    expect(msgs.map(indexOf)).toEqual(range(info.index + 1, last));
+  });
+
   it("refuses a stream that already holds commits this store does not have", async () => {
     const feed = freshFeed();
     const w = await startWriter(nats().url, feed, {}, false);

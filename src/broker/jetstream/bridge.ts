@@ -155,6 +155,8 @@ export class JetStreamBridge {
    * before the first sync, everything from the start.
    */
   retainFrom(): number {
+    // A bridge that stopped for good holds nothing back: the log must not grow without end.
+    if (this.fatal) return Number.POSITIVE_INFINITY;
     return this.established ? this.outbox.ackedIndex + 1 : 0;
   }
 
@@ -194,7 +196,7 @@ export class JetStreamBridge {
             await this.sleep(50);
             continue;
           }
-          this.outbox.resync(await this.readTail());
+          this.outbox.resync(await this.readTailOrRecreate());
         }
         backoff = 200;
         this.pump();
@@ -303,6 +305,26 @@ export class JetStreamBridge {
       );
     }
     return { seq, index, pos };
+  }
+
+  /**
+   * The stream's tail; if the stream was deleted while we ran, it is created again and
+   * starts from a snapshot of the current state (what is queued after it follows).
+   */
+  private async readTailOrRecreate(): Promise<StreamTail> {
+    try {
+      return await this.readTail();
+    } catch (err) {
+      if (!/stream not found/i.test(String(err))) throw err;
+    }
+    await this.ensureStream();
+    const root = this.opts.store.root;
+    await this.writeSnapshot(root, 0);
+    this.opts.logger.warn(
+      { stream: this.streamName, index: root.index },
+      "the JetStream stream was deleted: created it again, starting from a snapshot of the current state",
+    );
+    return { seq: 0, index: root.index, pos: Number.MAX_SAFE_INTEGER };
   }
 
   /** First contact: agree with the stream on where to go on, and queue the catch-up. */
