@@ -258,8 +258,10 @@ export class SluiceServer {
       this.logger.info({}, "shutting down: ending subscriptions, finishing writes, flushing the log");
       // HTTP first: blocked reads answer with what they have and writes in flight reach the
       // store while it still takes them.
-      await this.http?.close(this.config.shutdownGraceMs);
+      // The broker first: requests waiting in it (HTTP invokes among them) are answered
+      // UNAVAILABLE at once, so HTTP's drain does not wait for them.
       await this.broker.close();
+      await this.http?.close(this.config.shutdownGraceMs);
       this.publisher.shutdown();
       await this.grpc?.shutdown(this.config.shutdownGraceMs);
       this.enforcer.close();

@@ -304,3 +304,37 @@ describe("HTTP egress (the built-in http component)", () => {
     expect(await res.text()).toBe("/via-broker");
   });
 });
+
+describe("shutdown", () => {
+  it("answers an invoke in flight with 503 at once instead of holding the server's shutdown", async () => {
+    const h = await Harness.start({ shutdownGraceMs: 10_000 });
+    await ComponentClient.connect(h.address, { name: "sleeper", id: "s1", handler: () => undefined });
+    const answer = fetch(invokeUrl(h, "sleeper/nap"), { headers: { "x-sluice-timeout": "20s" } });
+    await new Promise((r) => setTimeout(r, 200)); // the request is with the component now
+    const t0 = Date.now();
+    await h.server.stop();
+    const res = await answer;
+    expect(res.status).toBe(503);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+});
+
+describe("egress headers", () => {
+  it("does not pass on the upstream's content-encoding of a body fetch has decoded", async () => {
+    const { gzipSync } = await import("node:zlib");
+    const up = await loopback((_s, res) => {
+      res
+        .writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip" })
+        .end(gzipSync("plain text"));
+    });
+    const h = await Harness.start({ brokerHttpAllow: `127.0.0.1:${up.port}` });
+    const c = await ComponentClient.connect(h.address, { name: "caller", id: "c1" });
+    const r = await c.request(
+      { name: "http", id: "" },
+      { payload: Buffer.from(JSON.stringify({ url: `http://127.0.0.1:${up.port}/x` })) },
+    );
+    expect(r.status_code).toBe(Status.OK);
+    expect(Buffer.from(r.payload).toString("utf8")).toBe("plain text");
+    expect(r.headers["content-encoding"]).toBeUndefined();
+  });
+});

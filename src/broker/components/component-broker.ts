@@ -68,6 +68,7 @@ export interface BrokerMetrics {
 }
 
 interface Pending {
+  readonly request: Envelope;
   readonly reply: (e: Envelope) => void;
   readonly timer: NodeJS.Timeout;
   /** The sender, when it is a connected replica (its requests fail with it). */
@@ -137,16 +138,21 @@ export class ComponentBroker {
     if (nats) {
       b.linking = (async () => {
         const link = await NatsLink.connect(b, { servers: nats.servers, prefix: nats.prefix }, opts.logger);
-        if (b.closed) {
+        try {
+          if (b.closed) throw new Error("closed while joining NATS");
+          await b.archive.useJetStream(
+            link.connection,
+            nats.archivePrefix,
+            nats.archiveStream,
+            nats.archiveMaxAgeMs,
+          );
+          if (b.closed) throw new Error("closed while joining NATS");
+        } catch (err) {
+          // Not joined after all: the connection must not outlive the broker.
           await link.close();
-          return;
+          if (b.closed) return;
+          throw err;
         }
-        await b.archive.useJetStream(
-          link.connection,
-          nats.archivePrefix,
-          nats.archiveStream,
-          nats.archiveMaxAgeMs,
-        );
         for (const r of b.router.replicas()) link.replicaAdded(r.ref);
         b.link = link;
         opts.logger.info({ broker: b.id, nats: nats.servers }, "component broker joined NATS");
@@ -182,6 +188,7 @@ export class ComponentBroker {
     const token = metadataToken(call.metadata);
     try {
       const resolved = await this.enforcer.resolve(token);
+      if (call.cancelled || this.closed) return;
       this.enforcer.watchExpiry(resolved);
       const conn = new ComponentConnection(this, call, resolved, token);
       this.connections.add(conn);
@@ -281,6 +288,20 @@ export class ComponentBroker {
    */
   submit(env: Envelope, origin: Origin, reply: (e: Envelope) => void): void {
     const now = this.now();
+    if (this.closed) {
+      if (env.kind === Kind.Request) {
+        reply(
+          errorResponse(
+            env,
+            Status.UNAVAILABLE,
+            "the broker is shutting down",
+            now,
+            BrokerErrorReason.Disconnected,
+          ),
+        );
+      }
+      return;
+    }
     if (env.kind === Kind.Request) {
       if (this.pending.has(env.id)) {
         reply(errorResponse(env, Status.INVALID_ARGUMENT, `request id ${env.id} is in flight already`, now));
@@ -302,6 +323,7 @@ export class ComponentBroker {
       );
       timer.unref?.();
       this.pending.set(env.id, {
+        request: env,
         reply,
         timer,
         senderKey: origin.broker === undefined && origin.source.id ? refKey(origin.source) : undefined,
@@ -411,7 +433,21 @@ export class ComponentBroker {
     this.closed = true;
     for (const c of [...this.connections]) c.shutdown();
     this.stopRevoke();
-    for (const p of this.pending.values()) clearTimeout(p.timer);
+    // Requests waiting here are answered, not dropped: an HTTP invoke in flight gets its 503
+    // at once instead of holding the server's shutdown for its whole grace period.
+    const now = this.now();
+    for (const p of [...this.pending.values()]) {
+      clearTimeout(p.timer);
+      p.reply(
+        errorResponse(
+          p.request,
+          Status.UNAVAILABLE,
+          "the broker is shutting down",
+          now,
+          BrokerErrorReason.Disconnected,
+        ),
+      );
+    }
     this.pending.clear();
     await this.link?.close();
   }

@@ -182,7 +182,10 @@ export class ComponentConnection implements Replica {
       slot.sub = sub;
       if (this.closed || slot.cancelled) sub.unsubscribe();
       for await (const frame of sub) {
-        this.write({ frame: { subscription_id: id, event: Buffer.from(encodeFrame(frame)) } });
+        const bytes = encodeFrame(frame);
+        // A view over the shared encoded bytes, not a copy per subscriber.
+        const event = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        this.write({ frame: { subscription_id: id, event } });
         if (this.waiting) await this.drained();
       }
       if (!this.closed) endFrame(Status.OK, "unsubscribed");

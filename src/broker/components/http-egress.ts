@@ -12,6 +12,15 @@ export interface HttpCall {
   readonly bodyBase64?: string;
 }
 
+/** Upstream response headers not passed on: the body is decoded, and the rest are per connection. */
+const DROPPED = new Set([
+  "content-encoding",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+]);
+
 /** Response header that carries the HTTP status (the payload is the body). */
 export const STATUS_HEADER = ":status";
 
@@ -80,7 +89,8 @@ export class HttpEgress implements Replica {
       const body = Buffer.from(await res.arrayBuffer());
       const headers: Record<string, string> = { [STATUS_HEADER]: String(res.status) };
       res.headers.forEach((v, k) => {
-        headers[k] = v;
+        // fetch has decoded the body already: its encoding and length headers no longer hold.
+        if (!DROPPED.has(k)) headers[k] = v;
       });
       return normalize(
         {
