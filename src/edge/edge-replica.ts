@@ -19,9 +19,9 @@ import {
 } from "../broker/jetstream/index.js";
 import {
   type CommitResult,
-  decodeCommit,
   decodeJson,
   decodeSnapshot,
+  decodeWalCommit,
   emptyRoot,
   encodeJson,
   type StateRoot,
@@ -263,7 +263,7 @@ export class EdgeReplica {
       );
       return;
     }
-    const commit = decodeCommit(Buffer.from(m.data));
+    const commit = decodeWalCommit(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
     this.store.applyReplicated(commit);
     this.lastAppliedTimeMs = Number.isFinite(time) ? time : Date.now();
     this.oldestPendingMs = m.info.pending > 0 ? this.lastAppliedTimeMs : 0;

@@ -16,3 +16,4 @@ export {
 } from "./store.js";
 export * from "./types.js";
 export { LIMITS, validateTxn } from "./validate.js";
+export { decodeWalCommit, encodeWalCommit } from "./wal-codec.js";

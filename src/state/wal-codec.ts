@@ -206,6 +206,13 @@ export function encodeWalRecords(commits: readonly Commit[]): Buffer {
   return w.buf.subarray(0, w.off);
 }
 
+/** One commit's record payload alone (binary format 1), e.g. for the JetStream log. */
+export function encodeWalCommit(commit: Commit): Buffer {
+  const w = new Writer(256);
+  writeCommit(w, commit);
+  return w.buf.subarray(0, w.off);
+}
+
 /** A record payload back into its commit: binary (format 1) or the older JSON. */
 export function decodeWalCommit(payload: Buffer, what = "log record"): Commit {
   if (payload[0] !== FORMAT_BINARY) return decodeCommit(payload);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { escapeToken, Header, unescapeToken } from "../../src/broker/jetstream/index.js";
 import { eventBytes } from "../../src/proto/index.js";
+import { decodeWalCommit } from "../../src/state/index.js";
 import { type Frame, FrameKind } from "../../src/stream/index.js";
 import { freshFeed, indexOf, natsClient, readSubject, startWriter, useNats } from "./jetstream-harness.js";
 
@@ -62,8 +63,8 @@ describe("JetStream bridge", () => {
     const msgs = await readSubject(nc, feed.natsStream, `${feed.natsPrefix}.log`, (m) => m.length >= last);
     expect(msgs.map(indexOf)).toEqual(range(1, last));
     // Each log message is the commit as the writer's log has it.
-    const sample = JSON.parse(Buffer.from(msgs[10]!.data).toString("utf8")) as { i: number };
-    expect(sample.i).toBe(11);
+    // Each log message is the commit as the writer's log record holds it.
+    expect(decodeWalCommit(Buffer.from(msgs[10]!.data)).index).toBe(11);
     expect(msgs[10]!.headers?.get("Nats-Msg-Id")).toMatch(/\.11\.0$/);
   }, 90_000);
 

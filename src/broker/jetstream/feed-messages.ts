@@ -1,14 +1,14 @@
 import { eventBytes } from "../../proto/index.js";
 import { DEFAULT_HANDLERS, type Topic, type TopicHandler } from "../../state/events/index.js";
-import { type Commit, encodeCommit, type StateRoot } from "../../state/index.js";
+import { type Commit, encodeWalCommit, type StateRoot } from "../../state/index.js";
 import type { FeedMessage } from "./outbox.js";
 import { type FeedSubjects, Header, TOPIC_TOKENS } from "./subjects.js";
 
 /*
- * What one commit becomes on the feed. The log message's payload is the commit exactly as
- * the write-ahead log stores it (JSON: index and changes with before- and after-images, KV
- * bytes as {"$b": base64}); each event message's payload is the sluice.v1.Event protobuf a
- * Subscribe stream carries for that event, the same bytes (encoded once).
+ * What one commit becomes on the feed. The log message's payload is the commit exactly as a
+ * write-ahead-log record holds it (binary format 1, see src/state/wal-codec.ts: index and
+ * changes with before- and after-images, KV values as raw bytes); each event message's
+ * payload is the sluice.v1.Event protobuf a Subscribe stream carries for that event.
  */
 
 /** The feed messages of one commit: its log message, then one message per topic event. */
@@ -27,7 +27,7 @@ export function commitMessages(
       index: commit.index,
       pos: 0,
       subject: subjects.log,
-      data: Buffer.from(encodeCommit(commit), "utf8"),
+      data: encodeWalCommit(commit),
       headers: [
         [Header.Index, index],
         [Header.Kind, "log"],
