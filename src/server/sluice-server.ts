@@ -47,8 +47,25 @@ export class SluiceServer {
     config: ServerConfig,
     logger: Logger = pino({ level: config.logLevel }),
   ): Promise<SluiceServer> {
+    // Whatever has been opened so far, closed in reverse if a later step fails: no lock,
+    // connection or timer outlives a failed start.
+    const closers: (() => unknown)[] = [];
+    try {
+      return await SluiceServer.open(config, logger, closers);
+    } catch (err) {
+      for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => {});
+      throw err;
+    }
+  }
+
+  private static async open(
+    config: ServerConfig,
+    logger: Logger,
+    closers: (() => unknown)[],
+  ): Promise<SluiceServer> {
     const dataDir = config.dev || config.edge ? undefined : resolve(config.dataDir);
     const metrics = new Metrics();
+    closers.push(() => metrics.close());
     // How this server is reached: the configured addresses until the listeners are up.
     const addrs = { grpc: config.grpcAddr, http: config.httpAddr };
     let bridge: JetStreamBridge | undefined;
@@ -59,15 +76,16 @@ export class SluiceServer {
         { nats: config.nats, stream: config.natsStream },
         "edge: loading the writer's state from JetStream",
       );
-      replica = await EdgeReplica.connect({
+      const r = await EdgeReplica.connect({
         servers: config.nats,
         stream: config.natsStream,
         prefix: config.natsPrefix,
         forwardWrites: config.edgeForwardWrites,
         logger: logger.child({ component: "edge" }),
       });
-      store = replica.store;
-      const r = replica;
+      replica = r;
+      closers.push(() => r.close());
+      store = r.store;
       metrics.attachReplication(() => {
         const lag = r.lag();
         return {
@@ -77,7 +95,7 @@ export class SluiceServer {
         };
       });
     } else {
-      store = await Store.open({
+      const s = await Store.open({
         ...(dataDir ? { dataDir } : { inMemory: true }),
         fsync: config.fsync,
         snapshotEvery: config.snapshotEvery,
@@ -88,24 +106,22 @@ export class SluiceServer {
         // Log segments stay until JetStream has their commits (the bridge's outbox).
         retainLogFrom: () => bridge?.retainFrom() ?? Number.POSITIVE_INFINITY,
       });
+      store = s;
+      closers.push(() => s.close());
       if (config.nats) {
-        try {
-          bridge = await JetStreamBridge.start({
-            servers: config.nats,
-            stream: config.natsStream,
-            prefix: config.natsPrefix,
-            snapshotEvery: config.natsSnapshotEvery,
-            maxAgeMs: config.natsMaxAgeSec * 1000,
-            maxBytes: config.natsMaxBytes,
-            writer: addrs,
-            store,
-            logger: logger.child({ component: "bridge" }),
-          });
-        } catch (err) {
-          await store.close();
-          throw err;
-        }
-        const b = bridge;
+        const b = await JetStreamBridge.start({
+          servers: config.nats,
+          stream: config.natsStream,
+          prefix: config.natsPrefix,
+          snapshotEvery: config.natsSnapshotEvery,
+          maxAgeMs: config.natsMaxAgeSec * 1000,
+          maxBytes: config.natsMaxBytes,
+          writer: addrs,
+          store: s,
+          logger: logger.child({ component: "bridge" }),
+        });
+        bridge = b;
+        closers.push(() => b.close());
         metrics.attachReplication(() => ({
           bridgeLagCommits: b.lag,
           bridgePublishedIndex: b.publishedIndex,
@@ -118,43 +134,38 @@ export class SluiceServer {
       progressIntervalMs: config.progressIntervalMs,
       maxSubscriptionsPerToken: config.maxSubscriptionsPerToken,
     });
+    closers.push(() => publisher.shutdown());
     metrics.attachPublisher(publisher);
     const resolver = new TokenResolver({
       enabled: config.aclEnabled,
       defaultPolicy: config.aclDefaultPolicy,
     });
     const enforcer = new AclEnforcer(publisher, resolver, logger);
+    closers.push(() => enforcer.close());
     const admin = new AclAdmin(store, config.aclEnabled, logger);
     // An edge's anonymous token comes with the writer's state.
     if (!replica) await admin.ensureAnonymous();
     // An edge serves once it has replayed what the stream held when it started.
     if (replica) await replica.follow();
-    let broker: ComponentBroker;
-    try {
-      broker = await ComponentBroker.start({
-        publisher,
-        enforcer,
-        logger: logger.child({ component: "broker" }),
-        ...(config.brokerId ? { id: config.brokerId } : {}),
-        httpAllow: config.brokerHttpAllow.split(",").filter((h) => h.trim() !== ""),
-        ...(config.nats
-          ? {
-              nats: {
-                servers: config.nats,
-                prefix: config.brokerNatsPrefix,
-                archivePrefix: config.natsPrefix,
-                archiveStream: `${config.natsStream}_EVENTS`,
-                archiveMaxAgeMs: config.brokerArchiveMaxAgeSec * 1000,
-              },
-            }
-          : {}),
-      });
-    } catch (err) {
-      enforcer.close();
-      await bridge?.close();
-      await (replica ? replica.close() : store.close());
-      throw err;
-    }
+    const broker = await ComponentBroker.start({
+      publisher,
+      enforcer,
+      logger: logger.child({ component: "broker" }),
+      ...(config.brokerId ? { id: config.brokerId } : {}),
+      httpAllow: config.brokerHttpAllow.split(",").filter((h) => h.trim() !== ""),
+      ...(config.nats
+        ? {
+            nats: {
+              servers: config.nats,
+              prefix: config.brokerNatsPrefix,
+              archivePrefix: config.natsPrefix,
+              archiveStream: `${config.natsStream}_EVENTS`,
+              archiveMaxAgeMs: config.brokerArchiveMaxAgeSec * 1000,
+            },
+          }
+        : {}),
+    });
+    closers.push(() => broker.close());
     metrics.attachBroker(broker);
     const server = new SluiceServer(
       config,
@@ -168,7 +179,7 @@ export class SluiceServer {
       replica,
       broker,
     );
-    server.grpc = new GrpcServer({
+    const grpc = new GrpcServer({
       store,
       publisher,
       enforcer,
@@ -177,18 +188,17 @@ export class SluiceServer {
       maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
       onRequest: metrics.observeGrpc,
     });
-    server.grpc.addService("sluice.v1.Broker", sluiceV1.Broker.service, broker.handlers());
+    server.grpc = grpc;
+    grpc.addService("sluice.v1.Broker", sluiceV1.Broker.service, broker.handlers());
+    closers.push(() => grpc.forceShutdown());
     try {
-      server.grpcPort = await server.grpc.listen(config.grpcAddr);
+      server.grpcPort = await grpc.listen(config.grpcAddr);
     } catch (err) {
-      await broker.close();
-      await bridge?.close();
-      await (replica ? replica.close() : store.close());
       throw new ListenError("gRPC", config.grpcAddr, { cause: err });
     }
     const grpcAddr = config.grpcAddr.replace(/:\d+$/, `:${server.grpcPort}`);
     addrs.grpc = grpcAddr;
-    server.http = new HttpServer({
+    const http = new HttpServer({
       store,
       publisher,
       enforcer,
@@ -215,16 +225,11 @@ export class SluiceServer {
               }
             : { role: "writer", nats: null },
     });
+    server.http = http;
+    closers.push(() => http.close(0));
     try {
-      server.httpPort = await server.http.listen(config.httpAddr);
+      server.httpPort = await http.listen(config.httpAddr);
     } catch (err) {
-      await server.http.close(0).catch(() => {});
-      server.grpc.forceShutdown();
-      publisher.shutdown();
-      await broker.close();
-      enforcer.close();
-      await bridge?.close();
-      await (replica ? replica.close() : store.close());
       throw new ListenError("HTTP", config.httpAddr, { cause: err });
     }
     const httpAddr = config.httpAddr.replace(/:\d+$/, `:${server.httpPort}`);

@@ -165,3 +165,37 @@ describe("JetStream bridge", () => {
     );
   });
 });
+
+describe("a writer that cannot start", () => {
+  it("releases its data dir, bridge and connections when a later step fails", async () => {
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { createServer } = await import("node:net");
+    const { DEFAULTS, SluiceServer, ListenError } = await import("../../src/server/index.js");
+    const pino = (await import("pino")).default;
+    const dir = mkdtempSync(join(tmpdir(), "sluice-failstart-"));
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, "127.0.0.1", () => r()));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const cfg = {
+        ...DEFAULTS,
+        dataDir: dir,
+        fsync: "never" as const,
+        grpcAddr: "127.0.0.1:0",
+        httpAddr: `127.0.0.1:${port}`,
+        nats: nats().url,
+        ...freshFeed(),
+      };
+      // The HTTP port is taken: start fails after the store, bridge and broker are open...
+      await expect(SluiceServer.start(cfg, pino({ level: "silent" }))).rejects.toBeInstanceOf(ListenError);
+      // ...and everything was closed: the same data dir opens again at once.
+      const again = await SluiceServer.start({ ...cfg, httpAddr: "127.0.0.1:0" }, pino({ level: "silent" }));
+      await again.stop();
+    } finally {
+      busy.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
