@@ -82,6 +82,12 @@ export class GrpcServer {
 
   private readonly extra: string[] = [];
 
+  /** Reports every service NOT_SERVING (an edge whose replication stopped), or SERVING again. */
+  setServing(serving: boolean): void {
+    for (const s of ["", ...SERVICES, ...this.extra])
+      this.health.setStatus(s, serving ? "SERVING" : "NOT_SERVING");
+  }
+
   /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
   listen(address: string): Promise<number> {
     return new Promise((resolve, reject) => {

@@ -80,6 +80,7 @@ export class EdgeReplica {
   private oldestPendingMs = 0;
   private lastAppliedTimeMs = 0;
   private stopped: Error | undefined;
+  private readonly stopListeners: ((err: Error) => void)[] = [];
   private closed = false;
   readonly store: Store;
   /** Index of the snapshot this edge started from. */
@@ -238,7 +239,7 @@ export class EdgeReplica {
       }
     })().catch((err) => {
       if (!this.closed) {
-        this.stopped = err instanceof Error ? err : new Error(String(err));
+        this.stop(err instanceof Error ? err : new Error(String(err)));
         this.opts.logger.error({ err: String(err) }, "replication stopped");
       }
     });
@@ -256,7 +257,7 @@ export class EdgeReplica {
     const time = Number(m.headers?.get(Header.Time));
     if (index <= this.store.index) return; // already in the snapshot, or a redelivery
     if (index !== this.store.index + 1) {
-      this.stopped = new ReplicationStoppedError(this.store.index, index);
+      this.stop(new ReplicationStoppedError(this.store.index, index));
       this.opts.logger.error(
         { applied: this.store.index, received: index },
         "gap in the writer's log (retention removed commits this edge needs): replication stopped; restart the edge",
@@ -267,6 +268,23 @@ export class EdgeReplica {
     this.store.applyReplicated(commit);
     this.lastAppliedTimeMs = Number.isFinite(time) ? time : Date.now();
     this.oldestPendingMs = m.info.pending > 0 ? this.lastAppliedTimeMs : 0;
+  }
+
+  /** Why replication stopped, if it did (the edge then serves a state that no longer moves). */
+  get stoppedBy(): Error | undefined {
+    return this.stopped;
+  }
+
+  /** Calls `cb` once if replication stops. */
+  onStopped(cb: (err: Error) => void): void {
+    if (this.stopped) cb(this.stopped);
+    else this.stopListeners.push(cb);
+  }
+
+  private stop(err: Error): void {
+    if (this.stopped) return;
+    this.stopped = err;
+    for (const cb of this.stopListeners.splice(0)) cb(err);
   }
 
   /** How far behind the writer this edge is. */

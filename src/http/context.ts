@@ -45,6 +45,8 @@ export interface ServerFacts {
   readonly leaderAddr: string;
   /** Role and replication state (writer and its JetStream bridge, or edge and its lag), for `/v1/agent/self`. */
   readonly replication?: () => Record<string, unknown>;
+  /** Why the server should not take traffic (an edge whose replication stopped), if it should not. */
+  readonly unhealthy?: () => string | undefined;
 }
 
 /** How a read is served: from a shared streaming view, or by waiting on table indexes. */

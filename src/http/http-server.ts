@@ -30,6 +30,8 @@ export interface HttpServerOptions extends HttpDeps {
   readonly leaderAddr?: string;
   /** Role and replication state reported by `/v1/agent/self` (under Stats.sluice.replication). */
   readonly replication?: () => Record<string, unknown>;
+  /** Why `GET /v1/health` should answer 503, if it should. */
+  readonly unhealthy?: () => string | undefined;
   /** How long an unused blocking-query view is kept (default 60 s). */
   readonly viewIdleMs?: number;
   /** Largest request body (default 1 MiB; KV values are further bounded by the store). */
@@ -83,6 +85,7 @@ export class HttpServer {
     nodeName: string;
     leaderAddr: string;
     replication?: () => Record<string, unknown>;
+    unhealthy?: () => string | undefined;
   };
   private closing: Promise<void> | undefined;
   /** Requests whose response has not closed yet. */
@@ -100,6 +103,7 @@ export class HttpServer {
       nodeName: opts.nodeName ?? hostname(),
       leaderAddr: opts.leaderAddr ?? "",
       ...(opts.replication ? { replication: opts.replication } : {}),
+      ...(opts.unhealthy ? { unhealthy: opts.unhealthy } : {}),
     };
     const facts: ServerFacts = this.facts;
     this.context = new RouteContext(opts, this.views, this.tables, facts, now, opts.random ?? Math.random);

@@ -63,9 +63,15 @@ export function statusRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return ctx.sendRead(reply, index(), json(self, pretty(req.query)));
   });
 
-  app.get("/v1/health", async (req, reply) =>
-    ctx.sendRead(reply, index(), json({ status: "ok", index: index() }, pretty(req.query))),
-  );
+  app.get("/v1/health", async (req, reply) => {
+    // An edge whose replication stopped serves stale data: it says so, so that load
+    // balancers and orchestrators move traffic away from it.
+    const problem = ctx.facts.unhealthy?.();
+    const body = problem
+      ? json({ status: "unhealthy", reason: problem, index: index() }, pretty(req.query), 503)
+      : json({ status: "ok", index: index() }, pretty(req.query));
+    return ctx.sendRead(reply, index(), body);
+  });
 }
 
 function splitHostPort(addr: string): [string, number] {

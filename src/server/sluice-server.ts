@@ -224,6 +224,7 @@ export class SluiceServer {
                 publishedIndex: bridge.publishedIndex,
               }
             : { role: "writer", nats: null },
+      unhealthy: () => (replica?.stoppedBy ? `replication stopped: ${replica.stoppedBy.message}` : undefined),
     });
     server.http = http;
     closers.push(() => http.close(0));
@@ -234,6 +235,10 @@ export class SluiceServer {
     }
     const httpAddr = config.httpAddr.replace(/:\d+$/, `:${server.httpPort}`);
     addrs.http = httpAddr;
+    replica?.onStopped((err) => {
+      grpc.setServing(false);
+      logger.error({ err: err.message }, "edge replication stopped: reporting unhealthy (restart the edge)");
+    });
     logger.info(
       {
         grpc: grpcAddr,

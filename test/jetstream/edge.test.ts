@@ -204,6 +204,29 @@ describe("edges", () => {
     expect(watch.status).toBeUndefined();
   }, 30_000);
 
+  it("an edge that finds a gap in the log stops replicating and reports itself unhealthy", async () => {
+    const feed = freshFeed();
+    const writer = await startWriter(nats().url, feed, {}, false);
+    const edge = await startEdge(nats().url, feed);
+    await writer.connect().put("g/1", "x");
+    await caughtUp(edge, writer);
+    const health = () => fetch(`http://127.0.0.1:${edge.server.httpPort}/v1/health`);
+    expect((await health()).status).toBe(200);
+    // A log message that skips indexes (as if retention had removed commits).
+    const { connect, headers } = await import("nats");
+    const nc = await connect({ servers: nats().url });
+    const h = headers();
+    h.set("Sluice-Index", String(writer.server.store.index + 5));
+    h.set("Sluice-Kind", "log");
+    h.set("Sluice-Pos", "0");
+    await nc.jetstream().publish(`${feed.natsPrefix}.log`, new Uint8Array([1]), { headers: h });
+    await nc.close();
+    await until(() => edge.server.replica!.stoppedBy !== undefined, "replication to stop");
+    const res = await health();
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { reason: string }).reason).toContain("replication stopped");
+  }, 30_000);
+
   it("a token revoked on the writer force-closes its subscriptions on every edge", async () => {
     const feed = freshFeed();
     const acl = { aclEnabled: true, aclDefaultPolicy: "deny" } as const;
