@@ -1,15 +1,11 @@
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, NatsConnection } from "nats";
 import {
-  type ConsumerMessages,
-  connect,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  type NatsConnection,
-} from "nats";
-import {
+  connectNats,
   errorFromWire,
   FeedSubjects,
   Header,
+  isNoMessage,
+  isStreamNotFound,
   NotWriterError,
   readSnapshotObject,
   type SnapshotInfo,
@@ -114,14 +110,7 @@ export class EdgeReplica {
    */
   static async connect(opts: EdgeOptions): Promise<EdgeReplica> {
     const stream = opts.stream ?? "SLUICE";
-    const nc = await connect({
-      servers: opts.servers.split(",").map((s) => s.trim()),
-      name: opts.name ?? "sluice-edge",
-      noAsyncTraces: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      waitOnFirstConnect: true,
-    });
+    const nc = await connectNats(opts.servers, opts.name ?? "sluice-edge");
     try {
       const js = nc.jetstream();
       const jsm = await nc.jetstreamManager();
@@ -161,7 +150,7 @@ export class EdgeReplica {
     try {
       first = (await jsm.streams.info(stream)).state.first_seq;
     } catch (err) {
-      if (/stream not found/i.test(String(err))) return undefined;
+      if (isStreamNotFound(err)) return undefined;
       throw err;
     }
     const os = await snapshotBucket(js, stream);
@@ -196,7 +185,7 @@ export class EdgeReplica {
       const last = await this.jsm.streams.getMessage(this.streamName, { last_by_subj: this.subjects.log });
       if (last.seq > this.logSeq) target = Number(last.header.get(Header.Index));
     } catch (err) {
-      if (!/no message found/i.test(String(err))) throw err;
+      if (!isNoMessage(err)) throw err;
     }
     const consumer = await this.js.consumers.get(this.streamName, {
       filterSubjects: this.subjects.log,

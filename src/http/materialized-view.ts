@@ -45,8 +45,6 @@ export class MaterializedView<M extends ViewModel> implements PooledView {
   private readonly renders = new Map<string, unknown>();
   /** The index of the last change applied (0 until the first snapshot is complete). */
   index = 0;
-  /** Bumped whenever the model changes. */
-  version = 0;
   /** Requests currently using the view (the registry evicts only idle views). */
   refs = 0;
   /** When the last request let go of the view (the registry's clock). */
@@ -95,7 +93,6 @@ export class MaterializedView<M extends ViewModel> implements PooledView {
 
   private changed(index: number): void {
     this.index = index;
-    this.version++;
     this.renders.clear();
     this.notify();
   }

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from "fastify";
 import { type Authorizer, requirePermission } from "../acl/index.js";
-import { DEFAULT_HANDLERS, type Subject, SubjectKind, Topic } from "../state/events/index.js";
+import { DEFAULT_HANDLERS, type Subject, SubjectKind, TOPIC_NAMES, Topic } from "../state/events/index.js";
 import { IndexAheadError, InvalidSubjectError, type Subscription } from "../stream/index.js";
 import type { RouteContext } from "./context.js";
 import { BadRequestError } from "./errors.js";
@@ -18,16 +18,9 @@ export interface StreamSpec {
   readonly subject: Subject;
 }
 
-/** Topic names on the HTTP side, as they appear in paths, bodies and event data. */
-const NAMES: Readonly<Record<Topic, string>> = {
-  ServiceHealth: "service_health",
-  ServiceList: "service_list",
-  KV: "kv",
-};
-
-/** `service_health`, `service_list` or `kv`. */
+/** `service_health`, `service_list` or `kv`: the name in paths, bodies and event data. */
 export function topicName(topic: Topic): string {
-  return NAMES[topic];
+  return TOPIC_NAMES[topic];
 }
 
 /** Spellings folded to lower case without `topic_`, `_` and `-` (`TOPIC_SERVICE_HEALTH`, `ServiceHealth`). */

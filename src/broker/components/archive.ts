@@ -8,7 +8,7 @@ import {
   StorageType,
 } from "nats";
 import type { BrokerLogger } from "../context.js";
-import { escapeToken } from "../jetstream/index.js";
+import { escapeToken, isNoMessage, isStreamNotFound } from "../jetstream/index.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 
 /**
@@ -42,7 +42,7 @@ export class EventArchive {
       await jsm.streams.info(stream);
       await jsm.streams.update(stream, cfg);
     } catch (err) {
-      if (!/stream not found/i.test(String(err))) throw err;
+      if (!isStreamNotFound(err)) throw err;
       await jsm.streams.add(cfg);
     }
     this.nc = nc;
@@ -77,7 +77,7 @@ export class EventArchive {
       });
       return decodeEnvelope(m.data);
     } catch (err) {
-      if (/no message found/i.test(String(err))) return undefined;
+      if (isNoMessage(err)) return undefined;
       throw err;
     }
   }

@@ -1,6 +1,6 @@
-import { connect, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
+import { headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
 import type { BrokerLogger } from "../context.js";
-import { escapeToken } from "../jetstream/index.js";
+import { connectNats, escapeToken } from "../jetstream/index.js";
 import type { ComponentBroker } from "./component-broker.js";
 import {
   type ComponentRef,
@@ -60,15 +60,7 @@ export class NatsLink {
     opts: { servers: string; prefix: string },
     logger: BrokerLogger,
   ): Promise<NatsLink> {
-    const nc = await connect({
-      servers: opts.servers.split(",").map((s) => s.trim()),
-      name: `sluice-broker-${broker.id}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      waitOnFirstConnect: true,
-      // Per-request stack traces were a fifth of the broker's CPU (bench broker).
-      noAsyncTraces: true,
-    });
+    const nc = await connectNats(opts.servers, `sluice-broker-${broker.id}`);
     return new NatsLink(broker, nc, opts.prefix, logger);
   }
 

@@ -118,11 +118,6 @@ export class ComponentRouter {
     return [...this.byId.values()];
   }
 
-  /** Names of the groups with a replica here. */
-  groupNames(): string[] {
-    return [...this.groups.keys()];
-  }
-
   /** Routes an event or request to a local replica (or the group's queue); `nowhere` if none is here. */
   route(env: Envelope, origin: Origin, nowMs: number): Routed {
     if (env.target?.id) {
@@ -166,11 +161,6 @@ export class ComponentRouter {
     this.load.set(f.replica, Math.max(0, (this.load.get(f.replica) ?? 1) - 1));
     const g = this.groups.get(f.replica.ref.name);
     if (g) this.dispatchQueued(g, nowMs);
-  }
-
-  /** Requests in flight on a replica. */
-  loadOf(r: Replica): number {
-    return this.load.get(r) ?? 0;
   }
 
   private free(g: Group): Replica | undefined {

@@ -1,5 +1,4 @@
 import {
-  connect,
   DiscardPolicy,
   headers,
   type JetStreamClient,
@@ -15,6 +14,7 @@ import type { StoreLogger } from "../../state/index.js";
 import { emptyRoot, encodeSnapshot, type StateRoot, type Store } from "../../state/index.js";
 import { BridgeDivergedError } from "./errors.js";
 import { commitMessages } from "./feed-messages.js";
+import { connectNats, isStreamNotFound } from "./nats-connection.js";
 import { type FeedMessage, Outbox, type Send, type StreamTail } from "./outbox.js";
 import { type SnapshotInfo, snapshotBucket, writeSnapshotObject } from "./snapshot-object.js";
 import { FeedSubjects, Header } from "./subjects.js";
@@ -222,15 +222,7 @@ export class JetStreamBridge {
   }
 
   private async connect(): Promise<void> {
-    const nc = await connect({
-      servers: this.opts.servers.split(",").map((s) => s.trim()),
-      name: "sluice-writer",
-      // Stack traces for every publish's timeout were a quarter of the bridge's CPU.
-      noAsyncTraces: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      waitOnFirstConnect: true,
-    });
+    const nc = await connectNats(this.opts.servers, "sluice-writer");
     if (this.closed) {
       await nc.close();
       return;
@@ -278,7 +270,7 @@ export class JetStreamBridge {
         this.opts.logger.info({ stream: this.streamName }, "updated the JetStream stream's configuration");
       }
     } catch (err) {
-      if (!/stream not found/i.test(String(err))) throw err;
+      if (!isStreamNotFound(err)) throw err;
       this.streamEpoch = (await jsm.streams.add(cfg)).created;
       this.opts.logger.info(
         { stream: this.streamName, subjects: cfg.subjects },
@@ -315,7 +307,7 @@ export class JetStreamBridge {
     try {
       return await this.readTail();
     } catch (err) {
-      if (!/stream not found/i.test(String(err))) throw err;
+      if (!isStreamNotFound(err)) throw err;
     }
     await this.ensureStream();
     const root = this.opts.store.root;

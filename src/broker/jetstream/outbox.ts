@@ -59,10 +59,6 @@ export class Outbox {
     return this.queue.length - this.head;
   }
 
-  get inFlight(): number {
-    return this.sent;
-  }
-
   /** Whether sending may go on (synced and not paused by a failure). */
   get ready(): boolean {
     return this.synced;
@@ -79,26 +75,18 @@ export class Outbox {
     return send;
   }
 
-  /**
-   * A message was stored. Returns the log messages this retired (in order), so the
-   * caller can act on snapshot points.
-   */
-  acked(msg: FeedMessage): FeedMessage[] {
+  /** A message was stored: the head retires as far as acknowledgements reach. */
+  acked(msg: FeedMessage): void {
     this.acks.add(msg);
-    const retired: FeedMessage[] = [];
     while (this.head < this.queue.length && this.acks.has(this.queue[this.head]!)) {
       const m = this.queue[this.head]!;
       this.acks.delete(m);
       this.head++;
       this.sent--;
       this.ackedSeq++;
-      if (m.pos === 0) {
-        this.ackedIndex = m.index;
-        retired.push(m);
-      }
+      if (m.pos === 0) this.ackedIndex = m.index;
     }
     this.compact();
-    return retired;
   }
 
   /** A publish failed: stop sending until the stream's tail is known again. */
@@ -110,24 +98,19 @@ export class Outbox {
    * The stream ends at `tail` (read while no publish was in flight): drop every queued message at or before it, and send the rest
    * with conditions that follow `tail.seq`.
    */
-  resync(tail: StreamTail): FeedMessage[] {
-    const retired: FeedMessage[] = [];
+  resync(tail: StreamTail): void {
     this.acks.clear();
     this.sent = 0;
     while (this.head < this.queue.length) {
       const m = this.queue[this.head]!;
       if (m.index > tail.index || (m.index === tail.index && m.pos > tail.pos)) break;
       this.head++;
-      if (m.pos === 0) {
-        this.ackedIndex = m.index;
-        retired.push(m);
-      }
+      if (m.pos === 0) this.ackedIndex = m.index;
     }
     if (tail.index > this.ackedIndex) this.ackedIndex = tail.index;
     this.ackedSeq = tail.seq;
     this.synced = true;
     this.compact();
-    return retired;
   }
 
   private compact(): void {

@@ -1,4 +1,4 @@
-import type { Topic } from "../../state/events/index.js";
+import { TOPIC_NAMES, type Topic } from "../../state/events/index.js";
 
 /*
  * The NATS subject scheme of the change feed (documented in docs/ARCHITECTURE.md):
@@ -14,12 +14,8 @@ import type { Topic } from "../../state/events/index.js";
  * spaces, `*` and `>` never split or widen a subject, and the mapping can be undone.
  */
 
-/** Topic → its subject token. */
-export const TOPIC_TOKENS: Readonly<Record<Topic, string>> = {
-  ServiceHealth: "service_health",
-  ServiceList: "service_list",
-  KV: "kv",
-};
+/** Topic → its subject token (the topic's lower snake-case name). */
+export const TOPIC_TOKENS: Readonly<Record<Topic, string>> = TOPIC_NAMES;
 
 const SAFE = /^[A-Za-z0-9_-]$/;
 
@@ -89,7 +85,6 @@ export const Header = {
   Position: "Sluice-Pos",
   /** Commit time on the writer, ms since the epoch (log messages). */
   Time: "Sluice-Time",
-  /** An event's topic and unescaped subject. */
+  /** An event's topic. */
   Topic: "Sluice-Topic",
-  Subject: "Sluice-Subject",
 } as const;

@@ -10,6 +10,13 @@ export const Topic = {
 export type Topic = (typeof Topic)[keyof typeof Topic];
 export const TOPICS: readonly Topic[] = [Topic.ServiceHealth, Topic.ServiceList, Topic.KV];
 
+/** Each topic's name in lower snake case, as HTTP paths and NATS subjects spell it. */
+export const TOPIC_NAMES: Readonly<Record<Topic, string>> = {
+  ServiceHealth: "service_health",
+  ServiceList: "service_list",
+  KV: "kv",
+};
+
 /** How a subscription names its subject. */
 export const SubjectKind = { Key: "key", Prefix: "prefix", Wildcard: "wildcard" } as const;
 export type SubjectKind = (typeof SubjectKind)[keyof typeof SubjectKind];
