@@ -23,6 +23,7 @@ import {
   TooManySubscriptionsError,
 } from "../stream/index.js";
 import {
+  ComponentBacklogError,
   NotRegisteredError,
   ReplicaConflictError,
   SourceMismatchError,
@@ -67,7 +68,8 @@ function codeOf(err: unknown): Status {
   if (err instanceof BootstrapDoneError || err instanceof AclDisabledError) return Status.FAILED_PRECONDITION;
   if (err instanceof ConflictError) return Status.ALREADY_EXISTS;
   if (err instanceof NotFoundError) return Status.NOT_FOUND;
-  if (err instanceof TooManySubscriptionsError) return Status.RESOURCE_EXHAUSTED;
+  if (err instanceof TooManySubscriptionsError || err instanceof ComponentBacklogError)
+    return Status.RESOURCE_EXHAUSTED;
   if (err instanceof IndexAheadError) return Status.OUT_OF_RANGE;
   if (err instanceof SnapshotFailedError) return Status.INTERNAL;
   return Status.INTERNAL;

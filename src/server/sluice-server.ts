@@ -153,6 +153,7 @@ export class SluiceServer {
       logger: logger.child({ component: "broker" }),
       ...(config.brokerId ? { id: config.brokerId } : {}),
       httpAllow: config.brokerHttpAllow.split(",").filter((h) => h.trim() !== ""),
+      maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
       ...(config.nats
         ? {
             nats: {

@@ -122,6 +122,18 @@ describe("subscriptions over the broker connection", () => {
     expect(comp.status).toBeUndefined();
   });
 
+  it("a connection's subscriptions are limited like Subscribe streams per connection", async () => {
+    const h = await Harness.start({ maxSubscriptionsPerConnection: 2 });
+    const comp = await ComponentClient.connect(h.address, { name: "watcher", id: "w1" });
+    const a = comp.subscribe("a", { topic: "TOPIC_KV", key: "a" });
+    const b = comp.subscribe("b", { topic: "TOPIC_KV", key: "b" });
+    await Promise.all([snapshotDone(comp, a), snapshotDone(comp, b)]);
+    const c = comp.subscribe("c", { topic: "TOPIC_KV", key: "c" });
+    await until(comp, c, () => c.ended !== undefined, "the refusal");
+    expect(c.ended!.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(comp.status).toBeUndefined();
+  });
+
   it("a bad subscription ends with its own error frame; the connection stays up", async () => {
     const h = await Harness.start();
     const comp = await ComponentClient.connect(h.address, { name: "watcher", id: "w1" });

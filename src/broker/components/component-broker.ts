@@ -46,6 +46,8 @@ export interface ComponentBrokerOptions {
   readonly httpAllow?: readonly string[];
   /** How long a subscription whose index is ahead of the store waits for it (default 3 s). */
   readonly indexAheadWaitMs?: number;
+  /** Most change-stream subscriptions on one component connection (default 10,000). */
+  readonly maxSubscriptionsPerConnection?: number;
   /** Wall clock, ms since the epoch (deadlines are absolute). */
   readonly now?: () => number;
 }
@@ -100,6 +102,7 @@ export class ComponentBroker {
   readonly publisher: EventPublisher;
   readonly enforcer: AclEnforcer;
   readonly indexAheadWaitMs: number;
+  readonly maxSubscriptionsPerConnection: number;
   /** Requests sent from here and not answered yet (by request id). */
   private readonly pending = new Map<string, Pending>();
   private readonly revokeWatch = new Map<string, Set<(reason: string) => void>>();
@@ -119,6 +122,7 @@ export class ComponentBroker {
     this.publisher = opts.publisher;
     this.enforcer = opts.enforcer;
     this.indexAheadWaitMs = opts.indexAheadWaitMs ?? 3000;
+    this.maxSubscriptionsPerConnection = opts.maxSubscriptionsPerConnection ?? 10_000;
     this.archive = new EventArchive(opts.logger);
     this.stopRevoke = opts.enforcer.onRevoke((secret, reason) => {
       for (const cb of this.revokeWatch.get(secret) ?? []) cb(reason);

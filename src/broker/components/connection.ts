@@ -8,6 +8,7 @@ import {
   ShuttingDownError,
   type Subscription,
   SubscriptionForceClosedError,
+  TooManySubscriptionsError,
 } from "../../stream/index.js";
 import { InvalidArgumentError } from "../errors.js";
 import { toGrpcStatus } from "../status.js";
@@ -15,6 +16,7 @@ import { subjectFromWire, topicFromWire } from "../subscribe-handler.js";
 import type { ComponentBroker } from "./component-broker.js";
 import { type ComponentRef, type Envelope, Kind, normalize, refText, Status } from "./envelope.js";
 import {
+  ComponentBacklogError,
   NotRegisteredError,
   ReplicaConflictError,
   SourceMismatchError,
@@ -23,6 +25,9 @@ import {
 import type { Replica } from "./router.js";
 
 type Call = grpc.ServerDuplexStream<BrokerEvent__Output, BrokerEvent>;
+
+/** Messages held for a component that is not reading before its connection is ended. */
+const MAX_BACKLOG = 10_000;
 
 interface SubscriptionSlot {
   sub: Subscription | undefined;
@@ -51,6 +56,8 @@ export class ComponentConnection implements Replica {
   private stopRevoke: (() => void) | undefined;
   /** Writes waiting for the stream to drain. */
   private backlog: BrokerEvent[] = [];
+  /** Index of the backlog's first unsent message (the array is compacted when drained). */
+  private backlogHead = 0;
   private waiting = false;
   /** Writes wait behind `registered` until the replica is reachable from other brokers. */
   private holding = false;
@@ -133,7 +140,7 @@ export class ComponentConnection implements Replica {
     this.holding = true;
     void this.broker.reachable().then(() => {
       this.holding = false;
-      this.backlog.unshift({ registered: { broker_id: this.broker.id } });
+      this.backlog.splice(this.backlogHead, 0, { registered: { broker_id: this.broker.id } });
       this.flush();
     });
   }
@@ -163,6 +170,11 @@ export class ComponentConnection implements Replica {
         ? new InvalidArgumentError("id", `subscription ${id} is open already`)
         : new InvalidArgumentError("request", "subscribe needs a request");
       endFrame(Status.INVALID_ARGUMENT, err.message);
+      return;
+    }
+    const limit = this.broker.maxSubscriptionsPerConnection;
+    if (this.subs.size >= limit) {
+      endFrame(Status.RESOURCE_EXHAUSTED, new TooManySubscriptionsError(limit, "connection").message);
       return;
     }
     // The id is taken from now on, while the subscription opens (an unsubscribe meanwhile
@@ -216,6 +228,11 @@ export class ComponentConnection implements Replica {
   private write(m: BrokerEvent): void {
     if (this.closed) return;
     if (this.waiting || this.holding) {
+      // A component that does not read cannot make the broker hold without limit.
+      if (this.backlog.length - this.backlogHead >= MAX_BACKLOG) {
+        this.fail(new ComponentBacklogError(MAX_BACKLOG));
+        return;
+      }
       this.backlog.push(m);
       return;
     }
@@ -226,8 +243,14 @@ export class ComponentConnection implements Replica {
   private flush(): void {
     if (this.holding) return;
     this.waiting = false;
-    while (this.backlog.length > 0 && !this.waiting && !this.closed) {
-      if (!this.call.write(this.backlog.shift()!)) this.waiting = true;
+    while (this.backlogHead < this.backlog.length && !this.waiting && !this.closed) {
+      const m = this.backlog[this.backlogHead]!;
+      (this.backlog as (BrokerEvent | undefined)[])[this.backlogHead++] = undefined;
+      if (!this.call.write(m)) this.waiting = true;
+    }
+    if (this.backlogHead === this.backlog.length) {
+      this.backlog = [];
+      this.backlogHead = 0;
     }
     if (!this.waiting) for (const w of this.drainWaiters.splice(0)) w();
   }

@@ -38,3 +38,11 @@ export class SourceMismatchError extends Error {
     super(`event source ${source} is not the registered identity ${registered}`);
   }
 }
+
+/** A component stopped reading and its undelivered messages reached the limit (RESOURCE_EXHAUSTED). */
+export class ComponentBacklogError extends Error {
+  override readonly name = "ComponentBacklogError";
+  constructor(readonly limit: number) {
+    super(`the component is not reading: ${limit} messages are waiting for it; reconnect`);
+  }
+}
