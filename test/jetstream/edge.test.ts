@@ -5,6 +5,7 @@ import type { Op, StateRoot, Txn } from "../../src/state/index.js";
 import { TABLE_NAMES } from "../../src/state/index.js";
 import { errorClass, grpcError, type Harness, type Watch } from "../helpers/grpc-harness.js";
 import { canonical } from "../helpers/views.js";
+import { SseClient } from "../http/sse-client.js";
 import { freshFeed, startEdge, startWriter, useNats } from "./jetstream-harness.js";
 
 const nats = useNats();
@@ -225,6 +226,49 @@ describe("edges", () => {
     const res = await health();
     expect(res.status).toBe(503);
     expect(((await res.json()) as { reason: string }).reason).toContain("replication stopped");
+  }, 30_000);
+
+  it("serves blocking queries and SSE with the writer's indexes: a client moves from the writer to an edge", async () => {
+    const feed = freshFeed();
+    const writer = await startWriter(nats().url, feed, {}, false);
+    const edge = await startEdge(nats().url, feed);
+    const w = writer.connect();
+    await w.put("web/a", "1");
+    await caughtUp(edge, writer);
+    const wBase = `http://127.0.0.1:${writer.server.httpPort}`;
+    const eBase = `http://127.0.0.1:${edge.server.httpPort}`;
+
+    // A blocking query: the index from the writer's answer, continued on the edge.
+    const first = await fetch(`${wBase}/v1/kv/web?recurse`);
+    const index = Number(first.headers.get("x-consul-index"));
+    const blocked = fetch(`${eBase}/v1/kv/web?recurse&index=${index}&wait=10s`);
+    await new Promise((r) => setTimeout(r, 200));
+    const changed = await w.put("web/b", "2");
+    const res = await blocked;
+    expect(Number(res.headers.get("x-consul-index"))).toBe(changed);
+    expect(((await res.json()) as { Key: string }[]).map((e) => e.Key)).toEqual(["web/a", "web/b"]);
+
+    // SSE: the last event id from the writer's stream resumes on the edge, no snapshot, no gap.
+    const onWriter = new SseClient(`${wBase}/v1/stream/kv?prefix=web/`);
+    await onWriter.waitFor(
+      () => onWriter.messages.find((m) => m.type === "snapshot-end"),
+      5000,
+      "snapshot-end",
+    );
+    const lastId = onWriter.messages.filter((m) => m.id !== "").at(-1)!.id;
+    onWriter.close();
+    const later = await w.put("web/c", "3");
+    const onEdge = new SseClient(`${eBase}/v1/stream/kv?prefix=web/`, { lastEventId: lastId });
+    const update = await onEdge.waitFor(
+      () => onEdge.messages.find((m) => m.type === "update"),
+      5000,
+      "an update",
+    );
+    expect(update.data.snapshot).toBe(false);
+    expect(update.data.events.map((e: { index: number; key: string }) => [e.index, e.key])).toEqual([
+      [later, "web/c"],
+    ]);
+    onEdge.close();
   }, 30_000);
 
   it("a token revoked on the writer force-closes its subscriptions on every edge", async () => {
