@@ -3,6 +3,7 @@
  * etcd 3.4 with the same shape in the same run.
  *
  *   npm run bench -- fanout [--subscribers 100,1000,10000] [--per-key 10] [--writers 64] [--repeat 3]
+ *                           [--sluice-rpc watch|subscribe] [--layout together|spread]
  *
  * Shape, for each subscriber count N, repeated as pairs (Sluice then etcd, etcd then Sluice
  * in the next pair, so that a drift of the shared machine falls on both):
@@ -10,11 +11,17 @@
  *   (`lib/sluice-server-child.ts`; durable store in the run's temp directory, fsync always,
  *   like etcd; `--sluice-store memory` for --dev), etcd as a single member started by
  *   `lib/etcd.ts`. Before subscribing, every key is written once.
- * - N subscribers on K = ceil(N / per-key) KV keys (subscriber i watches key i mod K, so each
- *   key has `per-key` subscribers), spread over `--clients` subscriber processes
- *   (`lib/fanout-client.ts`) of `--channels` HTTP/2 connections each. Sluice: one `Subscribe`
- *   stream per subscriber (topic KV, key subject, grpc-js client built from the .proto).
- *   etcd: one `etcd3` watcher per subscriber, `--etcd-watchers-per-stream` per watch stream.
+ * - N subscribers on K = ceil(N / per-key) KV keys, each key with `per-key` subscribers,
+ *   spread over `--clients` subscriber processes (`lib/fanout-client.ts`) of `--channels`
+ *   HTTP/2 connections each; a process's subscribers are split into groups of
+ *   `--etcd-watchers-per-stream` that share one multiplexed stream. `--layout together`
+ *   (subscriber i watches key i mod K) puts the subscribers of a key in the same group;
+ *   `--layout spread` (key floor(i / per-key)) puts each in a different group, so that no
+ *   system can send an event once for several of them. Both systems get the same layout.
+ *   Sluice: one `Watch` stream per group, one subscription (id) per subscriber
+ *   (`--sluice-rpc subscribe`: one `Subscribe` stream per subscriber instead), grpc-js
+ *   clients built from the .proto. etcd: one `etcd3` watcher per subscriber, one watch
+ *   stream (one `Etcd3` client) per group.
  * - idle memory: server RSS with no subscription, then with N idle ones (Sluice: after full
  *   collections in the server process, plus heapUsed; etcd: VmRSS, no collection forced);
  *   the difference over N.
@@ -42,7 +49,7 @@ import { sluiceV1 } from "../src/proto/index.js";
 import { Helper } from "./lib/child.js";
 import { processCpuSeconds } from "./lib/cpu.js";
 import { type EtcdServer, startEtcd } from "./lib/etcd.js";
-import type { OpenRequest, System, Totals, WindowResult } from "./lib/fanout-client.js";
+import type { OpenRequest, SluiceRpc, System, Totals, WindowResult } from "./lib/fanout-client.js";
 import { choiceListFlag, type FlagValues, intListFlag, numberFlag } from "./lib/flags.js";
 import { Histogram } from "./lib/histogram.js";
 import type { ServerMemory, ServerWindow } from "./lib/sluice-server-child.js";
@@ -61,6 +68,9 @@ import {
 import type { Suite, SuiteContext } from "./lib/suite.js";
 
 const SYSTEMS = ["sluice", "etcd"] as const;
+const RPCS = ["watch", "subscribe"] as const;
+const LAYOUTS = ["together", "spread"] as const;
+type Layout = (typeof LAYOUTS)[number];
 const STORES = ["durable", "memory"] as const;
 type Store = (typeof STORES)[number];
 
@@ -86,6 +96,8 @@ interface Config {
   readonly clients: number;
   readonly channels: number;
   readonly etcdWatchersPerStream: number;
+  readonly sluiceRpc: SluiceRpc;
+  readonly layout: Layout;
   readonly sluiceStore: Store;
   readonly idleSettleMs: number;
   readonly drainTimeoutMs: number;
@@ -110,6 +122,8 @@ function config(flags: FlagValues): Config {
     clients: numberFlag(flags, "clients", { min: 1, integer: true })!,
     channels: numberFlag(flags, "channels", { min: 1, integer: true })!,
     etcdWatchersPerStream: numberFlag(flags, "etcd-watchers-per-stream", { min: 1, integer: true })!,
+    sluiceRpc: choiceListFlag(flags, "sluice-rpc", RPCS)!.at(-1)!,
+    layout: choiceListFlag(flags, "layout", LAYOUTS)!.at(-1)!,
     sluiceStore: store[store.length - 1]!,
     idleSettleMs: numberFlag(flags, "idle-settle", { min: 0 })! * 1000,
     drainTimeoutMs: numberFlag(flags, "drain-timeout", { min: 1 })! * 1000,
@@ -318,6 +332,7 @@ class Subscribers {
             keys,
             channels: c.channels,
             watchersPerStream: c.etcdWatchersPerStream,
+            sluiceRpc: c.sluiceRpc,
           };
           return h.call("open", req);
         }),
@@ -382,8 +397,11 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
   const label = `[${system} n=${fmtInt(n)}]`;
   const keys = Math.ceil(n / c.perKey);
   const keyName = (k: number) => `fanout/${k}`;
+  // Which key subscriber i watches (see the layouts above).
+  const keyOf =
+    c.layout === "together" ? (i: number) => i % keys : (i: number) => Math.floor(i / c.perKey) % keys;
   const subsOfKey = new Float64Array(keys);
-  for (let i = 0; i < n; i++) subsOfKey[i % keys]!++;
+  for (let i = 0; i < n; i++) subsOfKey[keyOf(i)]!++;
 
   const t = system === "sluice" ? await startSluice(ctx, c, n) : await startEtcdTarget(ctx, n);
   let subs: Subscribers | undefined;
@@ -395,11 +413,15 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
 
     ctx.log(
       `${label} opening ${fmtInt(n)} subscriptions on ${fmtInt(keys)} keys (${c.perKey} per key) from ` +
-        `${Math.min(c.clients, n)} processes × ${c.channels} connections` +
-        (system === "etcd" ? `, ${c.etcdWatchersPerStream} watchers per watch stream` : ""),
+        `${Math.min(c.clients, n)} processes × ${c.channels} connections, layout ${c.layout}` +
+        (system === "etcd"
+          ? `, ${c.etcdWatchersPerStream} watchers per watch stream`
+          : c.sluiceRpc === "watch"
+            ? `, ${c.etcdWatchersPerStream} subscriptions per Watch stream`
+            : ", one Subscribe stream each"),
     );
     const o0 = performance.now();
-    subs = await Subscribers.open(c, t, (i) => keyName(i % keys), n);
+    subs = await Subscribers.open(c, t, (i) => keyName(keyOf(i)), n);
     const openMs = performance.now() - o0;
     await sleep(c.idleSettleMs);
     const idleMem = await t.memory();
@@ -784,7 +806,8 @@ async function run(ctx: SuiteContext, flags: FlagValues): Promise<unknown> {
   ctx.log(
     `fanout suite: ${c.systems.join(", ")}; subscribers ${c.subscribers.map(fmtInt).join(", ")}, ${c.perKey} per key; ` +
       `${c.writers} writers; ${c.valueBytes}-byte values; Sluice store ${c.sluiceStore}; ` +
-      `${c.clients} subscriber processes × ${c.channels} connections; ${c.repeat} repeat(s)`,
+      `${c.clients} subscriber processes × ${c.channels} connections; Sluice ${c.sluiceRpc === "watch" ? "Watch" : "Subscribe"} streams; ` +
+      `layout ${c.layout}; ${c.repeat} repeat(s)`,
   );
   if (c.cpuProf) ctx.log(`Sluice server CPU profiles go to ${c.cpuProf}`);
   const rows: Row[] = [];
@@ -812,7 +835,7 @@ async function run(ctx: SuiteContext, flags: FlagValues): Promise<unknown> {
   }
 
   ctx.log(
-    `\nFan-out over gRPC on loopback: ${c.perKey} subscribers per key, ${c.writers} closed-loop writers ` +
+    `\nFan-out over gRPC on loopback: ${c.perKey} subscribers per key (layout ${c.layout}), Sluice ${c.sluiceRpc === "watch" ? "Watch" : "Subscribe"} streams, ${c.writers} closed-loop writers ` +
       `(saturated = latency under that load), fixed rate = ${fmtInt(c.latencyRate)} puts/s open loop` +
       (c.repeat > 1 ? `; medians of ${c.repeat} runs` : "") +
       "\n",
@@ -895,8 +918,19 @@ export const suite: Suite = {
     channels: { type: "string", description: "HTTP/2 connections per subscriber process", default: "2" },
     "etcd-watchers-per-stream": {
       type: "string",
-      description: "etcd watchers sharing one watch stream (one etcd3 client each)",
+      description:
+        "subscribers sharing one stream: etcd watch stream (one etcd3 client each), Sluice Watch stream",
       default: "100",
+    },
+    "sluice-rpc": {
+      type: "string",
+      description: "Sluice subscriptions: watch (multiplexed Watch streams) or subscribe (a stream each)",
+      default: "watch",
+    },
+    layout: {
+      type: "string",
+      description: "together (a key's subscribers share a stream) or spread (each on another stream)",
+      default: "together",
     },
     "sluice-store": {
       type: "string",

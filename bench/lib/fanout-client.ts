@@ -11,6 +11,8 @@ import * as grpc from "@grpc/grpc-js";
 import { Etcd3, type Watcher } from "etcd3";
 import type { Event__Output } from "../../src/generated/sluice/v1/Event.js";
 import type { StateChangeSubscriptionClient } from "../../src/generated/sluice/v1/StateChangeSubscription.js";
+import type { WatchRequest } from "../../src/generated/sluice/v1/WatchRequest.js";
+import type { WatchResponse__Output } from "../../src/generated/sluice/v1/WatchResponse.js";
 import { sluiceV1 } from "../../src/proto/index.js";
 import { serve } from "./child.js";
 import { Histogram, type HistogramData } from "./histogram.js";
@@ -25,9 +27,17 @@ export interface OpenRequest {
   readonly keys: readonly string[];
   /** HTTP/2 connections this process spreads its subscribers over. */
   readonly channels: number;
-  /** etcd only: watchers per watch stream (one `Etcd3` client, hence one stream, per group). */
+  /**
+   * Subscriptions per multiplexed stream: etcd watchers per watch stream (one `Etcd3` client,
+   * hence one stream, per group), Sluice subscriptions per Watch stream. Subscriber i joins
+   * group i mod groups; group g uses connection g mod channels.
+   */
   readonly watchersPerStream: number;
+  /** Sluice only: one Subscribe stream per subscriber, or Watch streams shared by groups. */
+  readonly sluiceRpc: SluiceRpc;
 }
+
+export type SluiceRpc = "watch" | "subscribe";
 
 export interface WindowResult {
   /** Events received inside the window. */
@@ -108,7 +118,101 @@ const channelOptions = (ch: number): grpc.ChannelOptions => ({
   "grpc.max_receive_message_length": 64 * 1024 * 1024,
 });
 
+/** What one Sluice subscriber has seen. */
+interface SubState {
+  live: boolean;
+  everLive: boolean;
+  last: number;
+}
+
+/**
+ * One frame (a sluice.v1.Event) for a subscriber; returns true when it first went live (its
+ * snapshot ended).
+ */
+function onFrame(s: SubState, f: Event__Output, now: number): boolean {
+  switch (f.payload) {
+    case "kv":
+      if (s.live) s.last = deliver(s.last, f.index, f.kv!.entry!.value, now);
+      return false;
+    case "batch":
+      if (s.live)
+        for (const e of f.batch!.events) if (e.kv) s.last = deliver(s.last, e.index, e.kv.entry!.value, now);
+      return false;
+    case "end_of_snapshot": {
+      s.live = true;
+      s.last = f.index;
+      const first = !s.everLive;
+      s.everLive = true;
+      return first;
+    }
+    case "new_snapshot_to_follow":
+      s.live = false;
+      resets++;
+      return false;
+    case "progress":
+      progress++;
+      return false;
+    default:
+      return false;
+  }
+}
+
+/**
+ * Sluice over Watch streams: the subscribers of a group share one stream (as etcd watchers
+ * share a watch stream), each with its own id; a frame that several of them receive comes
+ * once with all their ids and is handed to each.
+ */
+async function openSluiceWatch(r: OpenRequest): Promise<() => Promise<void>> {
+  const clients: StateChangeSubscriptionClient[] = Array.from(
+    { length: r.channels },
+    (_, ch) =>
+      new sluiceV1.StateChangeSubscription(r.address, grpc.credentials.createInsecure(), channelOptions(ch)),
+  );
+  const groups = Math.max(1, Math.ceil(r.keys.length / r.watchersPerStream));
+  const states: SubState[] = r.keys.map(() => ({ live: false, everLive: false, last: 0 }));
+  const calls: grpc.ClientDuplexStream<WatchRequest, WatchResponse__Output>[] = [];
+  let ready = 0;
+  let closing = false;
+  await new Promise<void>((resolve, reject) => {
+    for (let g = 0; g < groups; g++) {
+      const call = clients[g % clients.length]!.Watch();
+      calls.push(call);
+      call.on("data", (m: WatchResponse__Output) => {
+        if (windowOpen) wMessages++;
+        const now = hrNs();
+        for (const fr of m.frames) {
+          if (fr.body === "closed") {
+            fail(
+              `watch ${r.keys[Number(fr.ids[0]) - 1]}`,
+              new Error(`${fr.closed!.code} ${fr.closed!.message}`),
+            );
+            if (ready < r.keys.length) reject(new Error(fr.closed!.message));
+            continue;
+          }
+          for (const id of fr.ids) {
+            if (onFrame(states[Number(id) - 1]!, fr.event!, now) && ++ready === r.keys.length) resolve();
+          }
+        }
+      });
+      call.on("error", (err: grpc.ServiceError) => {
+        if (err.code === grpc.status.CANCELLED && closing) return;
+        fail(`watch stream ${g}`, err);
+        reject(err);
+      });
+    }
+    r.keys.forEach((key, i) => {
+      calls[i % groups]!.write({ open: { id: i + 1, subscribe: { topic: "TOPIC_KV", key } } });
+    });
+  });
+  return async () => {
+    closing = true;
+    for (const c of calls) c.cancel();
+    for (const c of clients) c.close();
+  };
+}
+
 async function openSluice(r: OpenRequest): Promise<() => Promise<void>> {
+  if (r.sluiceRpc === "watch") return openSluiceWatch(r);
   const clients: StateChangeSubscriptionClient[] = Array.from(
     { length: r.channels },
     (_, ch) =>

@@ -4,9 +4,11 @@ import { HealthImplementation } from "grpc-health-check";
 import { packageDefinition, sluiceV1 } from "../proto/index.js";
 import { aclService } from "./acl-service.js";
 import { catalogService } from "./catalog-service.js";
+import { ConnectionLimit } from "./connection-limit.js";
 import type { BrokerDeps } from "./context.js";
 import { kvService } from "./kv-service.js";
 import { makeSubscribeHandler } from "./subscribe-handler.js";
+import { makeWatchHandler } from "./watch-handler.js";
 
 /** Channel settings chosen on purpose: dead peers are found, big snapshots fit. */
 export const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -53,14 +55,23 @@ export class GrpcServer {
   );
 
   constructor(private readonly deps: BrokerDeps) {
-    // Subscribe writes frames that are already encoded: the serializer passes bytes through.
+    // Subscribe and Watch write messages that are already encoded: the serializer passes
+    // bytes through.
+    const passThrough = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
     const streamDef = { ...sluiceV1.StateChangeSubscription.service };
     streamDef.Subscribe = {
       ...streamDef.Subscribe,
-      responseSerialize: (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+      responseSerialize: passThrough,
     } as unknown as typeof streamDef.Subscribe;
+    streamDef.Watch = {
+      ...streamDef.Watch,
+      responseSerialize: passThrough,
+    } as unknown as typeof streamDef.Watch;
+    // One limit per connection for Subscribe streams and Watch subscriptions together.
+    const limit = new ConnectionLimit(deps.maxSubscriptionsPerConnection ?? 10_000);
     this.server.addService(streamDef, {
-      Subscribe: makeSubscribeHandler(deps),
+      Subscribe: makeSubscribeHandler(deps, limit),
+      Watch: makeWatchHandler(deps, limit),
     } as grpc.UntypedServiceImplementation);
     const observe = deps.onRequest;
     this.server.addService(

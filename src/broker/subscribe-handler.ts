@@ -2,7 +2,8 @@ import type * as grpc from "@grpc/grpc-js";
 import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeRequest.js";
 import { encodeFrame } from "../proto/index.js";
 import { type Subject, SubjectKind, Topic } from "../state/events/index.js";
-import { IndexAheadError, type Subscription, TooManySubscriptionsError } from "../stream/index.js";
+import { IndexAheadError, type Subscription } from "../stream/index.js";
+import type { ConnectionLimit } from "./connection-limit.js";
 import { type BrokerDeps, metadataToken } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
 import { toGrpcStatus } from "./status.js";
@@ -39,9 +40,7 @@ export function subjectFromWire(req: SubscribeRequest__Output): Subject {
  * client that goes away frees its subscription; the stream ends with the status that maps
  * the subscription's closing error.
  */
-export function makeSubscribeHandler(deps: BrokerDeps) {
-  const perPeer = new Map<string, number>();
-  const maxPerConn = deps.maxSubscriptionsPerConnection ?? 10_000;
+export function makeSubscribeHandler(deps: BrokerDeps, limit: ConnectionLimit) {
   const waitMs = deps.indexAheadWaitMs ?? 3000;
 
   return async (call: grpc.ServerWritableStream<SubscribeRequest__Output, Uint8Array>): Promise<void> => {
@@ -73,11 +72,9 @@ export function makeSubscribeHandler(deps: BrokerDeps) {
         onCancel = undefined;
         if (!reached) throw new IndexAheadError(index, deps.publisher.index);
       }
-      const n = perPeer.get(peer) ?? 0;
-      if (n >= maxPerConn) throw new TooManySubscriptionsError(maxPerConn, "connection");
-      sub = await deps.enforcer.subscribe({ topic, subject, index }, token);
-      perPeer.set(peer, n + 1);
+      limit.acquire(peer);
       counted = true;
+      sub = await deps.enforcer.subscribe({ topic, subject, index }, token);
       if (cancelled) sub.unsubscribe();
       for await (const frame of sub) {
         if (!call.write(encodeFrame(frame))) {
@@ -96,11 +93,7 @@ export function makeSubscribeHandler(deps: BrokerDeps) {
     } catch (err) {
       if (!cancelled) call.emit("error", toGrpcStatus(err));
     } finally {
-      if (counted) {
-        const left = (perPeer.get(peer) ?? 1) - 1;
-        if (left <= 0) perPeer.delete(peer);
-        else perPeer.set(peer, left);
-      }
+      if (counted) limit.release(peer);
     }
   };
 }

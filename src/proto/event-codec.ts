@@ -92,7 +92,8 @@ export function eventBytes(e: Event): Uint8Array {
   return encodedOnce(e, encodeEvent);
 }
 
-function varintLength(n: number): number {
+/** Bytes of `n` as a protobuf varint. */
+export function varintLength(n: number): number {
   let len = 1;
   while (n >= 128) {
     n = Math.floor(n / 128);
@@ -101,7 +102,8 @@ function varintLength(n: number): number {
   return len;
 }
 
-function writeVarint(buf: Buffer, off: number, n: number): number {
+/** Writes `n` as a protobuf varint at `off`; returns the offset after it. */
+export function writeVarint(buf: Buffer, off: number, n: number): number {
   while (n >= 128) {
     buf[off++] = (n % 128) | 128;
     n = Math.floor(n / 128);

@@ -185,7 +185,28 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
     }
   }
 
-  /** Wakes a blocked `next()` so that it polls again. */
+  /**
+   * The callback form of a blocked `next()`, for consumers that multiplex many subscriptions
+   * (the Watch stream): `ready` is called once, when `poll` may have a frame or the
+   * subscription ended (then `poll` returns undefined or throws). Call it again after
+   * polling until undefined. One callback per subscription, no promise per frame.
+   */
+  notify(ready: () => void): void {
+    if (this.closed) {
+      ready();
+      return;
+    }
+    this.resolveWait = ready;
+    this.stream.addWaiter(this);
+    this.host.markWaiting(this, true);
+  }
+
+  /** Whether the subscription ended because its consumer unsubscribed (no error). */
+  get unsubscribed(): boolean {
+    return this.finished && this.error === undefined;
+  }
+
+  /** Wakes a blocked `next()` (or a `notify` callback) so that it polls again. */
   wake(): void {
     const r = this.resolveWait;
     if (r === undefined) return;

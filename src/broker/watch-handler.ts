@@ -1,0 +1,256 @@
+import * as grpc from "@grpc/grpc-js";
+import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeRequest.js";
+import type { WatchRequest__Output } from "../generated/sluice/v1/WatchRequest.js";
+import { type WatchClosedStatus, WatchResponseBuilder } from "../proto/watch-codec.js";
+import { IndexAheadError, type Subscription } from "../stream/index.js";
+import type { ConnectionLimit } from "./connection-limit.js";
+import { type BrokerDeps, metadataToken } from "./context.js";
+import { InvalidArgumentError } from "./errors.js";
+import { toGrpcStatus } from "./status.js";
+import { subjectFromWire, topicFromWire } from "./subscribe-handler.js";
+
+/** Frames one subscription may add to one flush before the others get their turn. */
+const FRAMES_PER_TURN = 64;
+
+const CANCELLED: WatchClosedStatus = {
+  code: grpc.status.CANCELLED,
+  message: "cancelled by the client",
+  error: "",
+};
+
+/** One subscription of a Watch stream. */
+interface Entry {
+  readonly id: number;
+  sub: Subscription | undefined;
+  /** In the stream's ready list. */
+  queued: boolean;
+  /** Ended (cancelled, closed or the stream went away): nothing more is sent for it. */
+  gone: boolean;
+  /** Counted against the connection's limit. */
+  counted: boolean;
+  /** Aborts the wait for an index ahead of the store. */
+  abort: AbortController | undefined;
+  /** The subscription's `notify` callback, made once. */
+  readonly wake: () => void;
+}
+
+/**
+ * Watch: many subscriptions on one bidirectional stream. Each subscription is the same
+ * ACL-filtered {@link Subscription} that Subscribe streams; instead of a loop and a promise
+ * per frame, a woken subscription joins the stream's ready list, and one flush per event-loop
+ * turn polls every ready subscription and writes what they have as one WatchResponse, a frame
+ * that several of them share going once with all their ids. Back-pressure pauses the
+ * flushes (subscriptions wait in the publisher's history, as a slow Subscribe stream does).
+ */
+export function makeWatchHandler(deps: BrokerDeps, limit: ConnectionLimit) {
+  const waitMs = deps.indexAheadWaitMs ?? 3000;
+  return (call: grpc.ServerDuplexStream<WatchRequest__Output, Buffer>): void => {
+    new WatchStream(deps, limit, waitMs, call);
+  };
+}
+
+class WatchStream {
+  private readonly entries = new Map<number, Entry>();
+  private ready: Entry[] = [];
+  private spare: Entry[] = [];
+  private scheduled = false;
+  private paused = false;
+  private ended = false;
+  /** Set when a subscription ended because the server is going away: the stream ends with it. */
+  private endStatus: ReturnType<typeof toGrpcStatus> | undefined;
+  private readonly out = new WatchResponseBuilder();
+  private readonly peer: string;
+  private readonly streamToken: string | undefined;
+  private readonly flushNow = () => this.flush();
+
+  constructor(
+    private readonly deps: BrokerDeps,
+    private readonly limit: ConnectionLimit,
+    private readonly waitMs: number,
+    private readonly call: grpc.ServerDuplexStream<WatchRequest__Output, Buffer>,
+  ) {
+    this.peer = call.getPeer();
+    this.streamToken = metadataToken(call.metadata);
+    call.on("data", (req: WatchRequest__Output) => this.onRequest(req));
+    // Half-close: the client wants no more; every subscription ends and so does the stream.
+    call.on("end", () => {
+      if (this.ended) return;
+      this.teardown();
+      call.end();
+    });
+    call.on("cancelled", () => this.teardown());
+    call.on("error", () => this.teardown());
+    call.on("drain", () => {
+      this.paused = false;
+      if (this.ready.length > 0 || !this.out.empty) this.schedule();
+    });
+  }
+
+  private onRequest(req: WatchRequest__Output): void {
+    if (this.ended) return;
+    switch (req.request) {
+      case "open": {
+        const id = Number(req.open?.id ?? 0);
+        if (!(id > 0)) {
+          this.fail(new InvalidArgumentError("open.id", "must be above 0"));
+          return;
+        }
+        if (this.entries.has(id)) {
+          this.fail(new InvalidArgumentError("open.id", `${id} is already open on this stream`));
+          return;
+        }
+        const entry: Entry = {
+          id,
+          sub: undefined,
+          queued: false,
+          gone: false,
+          counted: false,
+          abort: undefined,
+          wake: () => this.enqueue(entry),
+        };
+        this.entries.set(id, entry);
+        void this.open(entry, req.open?.subscribe ?? null);
+        return;
+      }
+      case "cancel": {
+        const entry = this.entries.get(Number(req.cancel));
+        // Unknown: already closed (its closed frame is on its way) or never opened.
+        if (entry === undefined) return;
+        this.drop(entry);
+        this.out.addClosed(entry.id, CANCELLED);
+        this.schedule();
+        return;
+      }
+      default:
+        this.fail(new InvalidArgumentError("request", "one of open or cancel is required"));
+    }
+  }
+
+  private async open(entry: Entry, req: SubscribeRequest__Output | null): Promise<void> {
+    try {
+      if (req === null) throw new InvalidArgumentError("open.subscribe", "required");
+      const topic = topicFromWire(req.topic);
+      const subject = subjectFromWire(req);
+      const index = Number(req.index ?? 0);
+      const token = req.token || this.streamToken;
+      // Resolve first: an unknown token is refused before anything else is revealed.
+      await this.deps.enforcer.resolve(token);
+      if (entry.gone) return;
+      const publisher = this.deps.publisher;
+      if (index > publisher.index) {
+        entry.abort = new AbortController();
+        const reached = await publisher.whenIndex(index, this.waitMs, entry.abort.signal);
+        entry.abort = undefined;
+        if (entry.gone) return;
+        if (!reached) throw new IndexAheadError(index, publisher.index);
+      }
+      this.limit.acquire(this.peer);
+      entry.counted = true;
+      const sub = await this.deps.enforcer.subscribe({ topic, subject, index }, token);
+      if (entry.gone) {
+        sub.unsubscribe();
+        return;
+      }
+      entry.sub = sub;
+      this.enqueue(entry);
+    } catch (err) {
+      if (!entry.gone) this.closeWith(entry, err);
+    }
+  }
+
+  private enqueue(entry: Entry): void {
+    if (entry.queued || entry.gone) return;
+    entry.queued = true;
+    this.ready.push(entry);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.paused || this.ended) return;
+    this.scheduled = true;
+    setImmediate(this.flushNow);
+  }
+
+  /** Polls every ready subscription and writes what they have. */
+  private flush(): void {
+    this.scheduled = false;
+    if (this.ended || this.paused) return;
+    const batch = this.ready;
+    this.ready = this.spare;
+    const now = this.deps.publisher.now();
+    const out = this.out;
+    for (const e of batch) {
+      e.queued = false;
+      const sub = e.sub;
+      if (e.gone || sub === undefined) continue;
+      let n = 0;
+      try {
+        while (n < FRAMES_PER_TURN) {
+          const f = sub.poll(now);
+          if (f === undefined) break;
+          out.add(e.id, f);
+          n++;
+        }
+      } catch (err) {
+        this.closeWith(e, err);
+        continue;
+      }
+      if (n === FRAMES_PER_TURN) {
+        // More to come: after the others have had their turn.
+        e.queued = true;
+        this.ready.push(e);
+      } else sub.notify(e.wake);
+    }
+    batch.length = 0;
+    this.spare = batch;
+    if (!out.empty) {
+      for (const msg of out.take()) if (!this.call.write(msg)) this.paused = true;
+    }
+    if (this.endStatus !== undefined) {
+      const status = this.endStatus;
+      this.teardown();
+      this.call.emit("error", status);
+      return;
+    }
+    if (this.ready.length > 0) this.schedule();
+  }
+
+  /** Ends one subscription with the status Subscribe would have ended with. */
+  private closeWith(entry: Entry, err: unknown): void {
+    this.drop(entry);
+    const status = toGrpcStatus(err);
+    this.out.addClosed(entry.id, {
+      code: status.code,
+      message: status.details,
+      error: err instanceof Error ? err.name : "Error",
+    });
+    // The server is going away: the whole stream ends UNAVAILABLE after this flush.
+    if (status.code === grpc.status.UNAVAILABLE) this.endStatus ??= status;
+    this.schedule();
+  }
+
+  /** Forgets a subscription: unsubscribes it and frees its slot and id. */
+  private drop(entry: Entry): void {
+    entry.gone = true;
+    this.entries.delete(entry.id);
+    entry.abort?.abort();
+    entry.sub?.unsubscribe();
+    if (entry.counted) {
+      entry.counted = false;
+      this.limit.release(this.peer);
+    }
+  }
+
+  /** A protocol error: the whole stream ends with it. */
+  private fail(err: Error): void {
+    this.teardown();
+    this.call.emit("error", toGrpcStatus(err));
+  }
+
+  private teardown(): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const e of this.entries.values()) this.drop(e);
+    this.ready.length = 0;
+  }
+}
