@@ -184,11 +184,12 @@ class WatchStream {
       const sub = e.sub;
       if (e.gone || sub === undefined) continue;
       let n = 0;
+      let pos = -1;
       try {
         while (n < FRAMES_PER_TURN) {
           const f = sub.poll(now);
           if (f === undefined) break;
-          out.add(e.id, f);
+          pos = out.add(e.id, f, pos);
           n++;
         }
       } catch (err) {

@@ -27,6 +27,7 @@ import {
 } from "./types.js";
 import type { CallContext } from "./unary-call.js";
 import { KVModel, ServiceHealthModel, type ViewModel } from "./view-models.js";
+import { WatchMux } from "./watch-mux.js";
 
 export interface SluiceClientOptions {
   /** `host:port` of the server's gRPC listener. */
@@ -49,6 +50,12 @@ export interface SluiceClientOptions {
   readonly random?: () => number;
   /** Extra grpc-js channel options. */
   readonly channelOptions?: grpc.ChannelOptions;
+  /**
+   * Subscriptions and views share one Watch stream (default true): one server-side stream
+   * however many are open, and a change several of them receive crosses the wire once.
+   * false: each gets its own Subscribe stream (its own HTTP/2 flow control).
+   */
+  readonly multiplex?: boolean;
 }
 
 export interface SubscribeOptions {
@@ -95,6 +102,7 @@ export class SluiceClient {
   private readonly views = new Set<StreamView<unknown>>();
   private readonly runtime: ViewRuntime;
   private readonly ctx: CallContext;
+  private readonly mux: WatchMux | undefined;
   private isClosed = false;
 
   constructor(readonly options: SluiceClientOptions) {
@@ -121,6 +129,7 @@ export class SluiceClient {
       new sluiceV1.Catalog(options.address, creds, over) as CatalogClient,
     );
     this.acl = new AclApi(this.ctx, new sluiceV1.ACL(options.address, creds, over) as ACLClient);
+    if (options.multiplex ?? true) this.mux = new WatchMux(this.stream, () => this.ctx.metadata());
     this.runtime = {
       policy: validatePolicy({ ...DEFAULT_BACKOFF, ...options.backoff }),
       now: options.now ?? Date.now,
@@ -132,7 +141,8 @@ export class SluiceClient {
    * The raw change stream of one topic and subject, decoded into frames. No retries: the
    * iteration throws a `SluiceError` subclass when the stream ends with an error status, and
    * finishes quietly when `signal` aborts or the consumer leaves the loop. Each iteration
-   * opens its own stream.
+   * opens its own subscription: on the client's shared Watch stream, or (`multiplex: false`)
+   * on a Subscribe stream of its own.
    */
   subscribe(request: SubscribeRequest, options: SubscribeOptions = {}): AsyncIterable<Frame> {
     return { [Symbol.asyncIterator]: () => this.frames(request, options.signal) };
@@ -146,6 +156,10 @@ export class SluiceClient {
       ...subjectToWire(request.subject),
       index,
     };
+    if (this.mux) {
+      yield* this.watchFrames(this.mux, wire, signal);
+      return;
+    }
     const call = this.stream.Subscribe(wire, this.ctx.metadata());
     // Errors are read through the iterator below; this keeps a late one from going unhandled.
     call.on("error", () => {});
@@ -161,6 +175,31 @@ export class SluiceClient {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       call.cancel();
+    }
+  }
+
+  private async *watchFrames(
+    mux: WatchMux,
+    wire: WireSubscribeRequest,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Frame> {
+    const sub = mux.open(wire);
+    const onAbort = (): void => sub.leave();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const decoder = new FrameDecoder(Number(wire.index ?? 0) > 0);
+    try {
+      for (;;) {
+        const r = await sub.next();
+        if (r.done) return;
+        yield decoder.decode(r.value);
+      }
+    } catch (err) {
+      if (signal?.aborted) return;
+      if (err instanceof ProtocolError) throw err;
+      throw errorFromStatus(err);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      sub.leave();
     }
   }
 
@@ -206,6 +245,7 @@ export class SluiceClient {
     if (this.isClosed) return;
     this.isClosed = true;
     for (const v of [...this.views]) v.close();
+    this.mux?.close();
     this.channel.close();
   }
 }

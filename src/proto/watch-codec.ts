@@ -24,6 +24,8 @@ export interface WatchClosedStatus {
 }
 
 interface Group {
+  /** Place in the message: a subscription joins a group only after its own previous frame. */
+  readonly pos: number;
   readonly frame: Frame | undefined;
   readonly closed: WatchClosedStatus | undefined;
   readonly ids: number[];
@@ -63,22 +65,28 @@ export class WatchResponseBuilder {
     return this.groups.length === 0;
   }
 
-  /** Adds a frame for subscription `id`. */
-  add(id: number, frame: Frame): void {
+  /**
+   * Adds a frame for subscription `id`, whose previous frame in this flush went in at
+   * position `after` (-1 for none); returns this frame's position. A subscription's frames
+   * keep their order: it shares an alike frame only when that one comes after its previous.
+   */
+  add(id: number, frame: Frame, after: number): number {
     const key = groupKey(frame);
     const g = this.byKey.get(key);
-    if (g?.frame !== undefined && sameFrame(g.frame, frame)) {
+    if (g?.frame !== undefined && g.pos > after && sameFrame(g.frame, frame)) {
       g.ids.push(id);
-      return;
+      return g.pos;
     }
-    const group: Group = { frame, closed: undefined, ids: [id] };
+    const group: Group = { pos: this.groups.length, frame, closed: undefined, ids: [id] };
     this.groups.push(group);
-    if (g === undefined) this.byKey.set(key, group);
+    // The latest alike frame is the one more subscriptions can still join.
+    this.byKey.set(key, group);
+    return group.pos;
   }
 
-  /** Adds the end of subscription `id`. */
+  /** Adds the end of subscription `id` (after its frames). */
   addClosed(id: number, closed: WatchClosedStatus): void {
-    this.groups.push({ frame: undefined, closed, ids: [id] });
+    this.groups.push({ pos: this.groups.length, frame: undefined, closed, ids: [id] });
   }
 
   /** The collected frames as encoded WatchResponse messages; the builder is empty after. */
