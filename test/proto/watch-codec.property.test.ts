@@ -21,6 +21,7 @@ const kvEvent = (key: string, index: number): Event =>
   ({
     topic: "KV",
     index: index as Index,
+    subject: key,
     payload: {
       op: "set",
       entry: {
