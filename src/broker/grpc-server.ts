@@ -69,9 +69,11 @@ export class GrpcServer {
     } as unknown as typeof streamDef.Watch;
     // One limit per connection for Subscribe streams and Watch subscriptions together.
     const limit = new ConnectionLimit(deps.maxSubscriptionsPerConnection ?? 10_000);
+    const watch = makeWatchHandler(deps, limit);
+    this.endWatches = watch.shutdown;
     this.server.addService(streamDef, {
       Subscribe: makeSubscribeHandler(deps, limit),
-      Watch: makeWatchHandler(deps, limit),
+      Watch: watch.handler,
     } as grpc.UntypedServiceImplementation);
     const observe = deps.onRequest;
     this.server.addService(
@@ -92,6 +94,7 @@ export class GrpcServer {
   }
 
   private readonly extra: string[] = [];
+  private readonly endWatches: () => void;
 
   /** Reports every service NOT_SERVING (an edge whose replication stopped), or SERVING again. */
   setServing(serving: boolean): void {
@@ -116,6 +119,7 @@ export class GrpcServer {
    */
   async shutdown(graceMs: number): Promise<void> {
     for (const s of ["", ...SERVICES, ...this.extra]) this.health.setStatus(s, "NOT_SERVING");
+    this.endWatches();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.deps.logger.warn({ graceMs }, "gRPC calls still open after the grace period: forcing");

@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeRequest.js";
 import type { WatchRequest__Output } from "../generated/sluice/v1/WatchRequest.js";
 import { type WatchClosedStatus, WatchResponseBuilder } from "../proto/watch-codec.js";
-import { IndexAheadError, type Subscription } from "../stream/index.js";
+import { IndexAheadError, ShuttingDownError, type Subscription } from "../stream/index.js";
 import type { ConnectionLimit } from "./connection-limit.js";
 import { type BrokerDeps, metadataToken } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
@@ -44,8 +44,20 @@ interface Entry {
  */
 export function makeWatchHandler(deps: BrokerDeps, limit: ConnectionLimit) {
   const waitMs = deps.indexAheadWaitMs ?? 3000;
-  return (call: grpc.ServerDuplexStream<WatchRequest__Output, Buffer>): void => {
-    new WatchStream(deps, limit, waitMs, call);
+  const open = new Set<WatchStream>();
+  return {
+    handler: (call: grpc.ServerDuplexStream<WatchRequest__Output, Buffer>): void => {
+      const w = new WatchStream(deps, limit, waitMs, call, () => open.delete(w));
+      open.add(w);
+    },
+    /**
+     * Ends every open Watch stream with UNAVAILABLE (the server is stopping): those with
+     * subscriptions end when the publisher closes them, but a stream with none has nothing
+     * to wait for.
+     */
+    shutdown(): void {
+      for (const w of [...open]) w.end(new ShuttingDownError());
+    },
   };
 }
 
@@ -68,6 +80,7 @@ class WatchStream {
     private readonly limit: ConnectionLimit,
     private readonly waitMs: number,
     private readonly call: grpc.ServerDuplexStream<WatchRequest__Output, Buffer>,
+    private readonly onEnded: () => void,
   ) {
     this.peer = call.getPeer();
     this.streamToken = metadataToken(call.metadata);
@@ -174,7 +187,8 @@ class WatchStream {
   /** Polls every ready subscription and writes what they have. */
   private flush(): void {
     this.scheduled = false;
-    if (this.ended || this.paused) return;
+    // Paused by back-pressure; unless the stream is ending: then what is ready still goes.
+    if (this.ended || (this.paused && this.endStatus === undefined)) return;
     const batch = this.ready;
     this.ready = this.spare;
     const now = this.deps.publisher.now();
@@ -242,10 +256,20 @@ class WatchStream {
     }
   }
 
-  /** A protocol error: the whole stream ends with it. */
+  /** A protocol error: the whole stream ends with it, and nothing more is sent. */
   private fail(err: Error): void {
     this.teardown();
     this.call.emit("error", toGrpcStatus(err));
+  }
+
+  /**
+   * Ends the stream with the status of `err`, after writing what its subscriptions have
+   * ready (their closed frames, when the publisher has just closed them).
+   */
+  end(err: Error): void {
+    if (this.ended) return;
+    this.endStatus ??= toGrpcStatus(err);
+    this.flush();
   }
 
   private teardown(): void {
@@ -253,5 +277,6 @@ class WatchStream {
     this.ended = true;
     for (const e of this.entries.values()) this.drop(e);
     this.ready.length = 0;
+    this.onEnded();
   }
 }

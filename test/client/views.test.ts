@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   CasFailedError,
   Code,
@@ -20,6 +20,7 @@ import {
   UnavailableError,
   WaitTimeoutError,
 } from "../../src/client/index.js";
+import { sluiceV1 } from "../../src/proto/index.js";
 import type { SluiceServer } from "../../src/server/index.js";
 import { RestartableServer, startDevServer } from "../helpers/sluice-server.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
@@ -242,6 +243,41 @@ describe("views equal the server's state", () => {
       index: at + 1,
       payload: { op: "set", entry: { key: "f/c" } },
     });
+  });
+
+  it("views of one client share one Watch stream; with multiplex: false each has a Subscribe stream; both equal the server", async () => {
+    const s = await devServer({ progressIntervalMs: 100 });
+    const stub = sluiceV1.StateChangeSubscription.prototype as unknown as Record<
+      string,
+      (...a: unknown[]) => unknown
+    >;
+    const watch = vi.spyOn(stub, "Watch");
+    const subscribe = vi.spyOn(stub, "Subscribe");
+    cleanups.push(() => {
+      watch.mockRestore();
+      subscribe.mockRestore();
+    });
+    const writer = client({ address: addr(s) });
+    const shared = client({ address: addr(s) });
+    const own = client({ address: addr(s), multiplex: false });
+    const views = [
+      shared.kv("m/"),
+      shared.kv("m/"),
+      shared.kv({ key: "m/a" }),
+      own.kv("m/"),
+      own.kv({ key: "m/a" }),
+    ];
+    let last = 0;
+    for (let i = 0; i < 6; i++) last = await writer.kvStore.put(`m/${"ab"[i % 2]}`, String(i));
+    last = await writer.kvStore.delete("m/b");
+    const states = await Promise.all(views.map((v) => v.waitForIndexAbove(last - 1, { timeout: 5000 })));
+    const all = await writer.kvStore.list("m/");
+    for (const i of [0, 1, 3]) expect(kvRows(states[i]!.value.values())).toEqual(kvRows(all.entries));
+    for (const i of [2, 4]) {
+      expect(kvRows(states[i]!.value.values())).toEqual(kvRows(all.entries.filter((e) => e.key === "m/a")));
+    }
+    expect(watch).toHaveBeenCalledTimes(1);
+    expect(subscribe).toHaveBeenCalledTimes(2);
   });
 
   it("progress frames move a quiet view's index without changing its value", async () => {
