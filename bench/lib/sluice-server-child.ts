@@ -7,7 +7,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
-import { constants, PerformanceObserver, performance as perf } from "node:perf_hooks";
+import { constants, monitorEventLoopDelay, PerformanceObserver, performance as perf } from "node:perf_hooks";
 import { writeHeapSnapshot } from "node:v8";
 import pino from "pino";
 import { DEFAULTS, type ServerConfig, SluiceServer } from "../../src/server/index.js";
@@ -40,6 +40,9 @@ export interface ServerWindow {
   /** Major (mark-compact) collections and their total pause, ms. */
   readonly gcMajorCount: number;
   readonly gcMajorMs: number;
+  /** Event-loop delay (how late a 1 ms timer fired), p99 and max, ms. */
+  readonly loopDelayP99Ms: number;
+  readonly loopDelayMaxMs: number;
 }
 
 const overrides = JSON.parse(process.argv[2] ?? "{}") as Partial<ServerConfig>;
@@ -53,6 +56,8 @@ const config: ServerConfig = {
 const server = await SluiceServer.start(config, pino({ level: config.logLevel }, pino.destination(2)));
 
 let elu = perf.eventLoopUtilization();
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
 let gcCount = 0;
 let gcMs = 0;
 let gcMaxMs = 0;
@@ -131,7 +136,18 @@ serve({
     await turn(); // GC entries arrive a little after the fact
     const now = perf.eventLoopUtilization();
     const eventLoop = perf.eventLoopUtilization(now, elu).utilization;
-    const w = { eventLoop, gcCount, gcMs, gcMaxMs, gcMaxKind, gcMajorCount, gcMajorMs };
+    const w = {
+      eventLoop,
+      gcCount,
+      gcMs,
+      gcMaxMs,
+      gcMaxKind,
+      gcMajorCount,
+      gcMajorMs,
+      loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+      loopDelayMaxMs: loopDelay.max / 1e6,
+    };
+    loopDelay.reset();
     elu = now;
     gcCount = 0;
     gcMs = 0;
