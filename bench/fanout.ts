@@ -26,7 +26,9 @@
  *   collections in the server process, plus heapUsed; etcd: VmRSS, no collection forced);
  *   the difference over N.
  * - throughput: `--writers` closed-loop writers in this process put to the keys in turn
- *   (Sluice `KV.Put`, etcd `put`); the value carries its send time (CLOCK_MONOTONIC ns, the
+ *   (Sluice: puts pipelined on one `KV.Write` stream, the puts of one event-loop turn in one
+ *   message; `--sluice-writes unary`: a `KV.Put` call each; etcd: `put`, a unary call each,
+ *   the only write API etcd has); the value carries its send time (CLOCK_MONOTONIC ns, the
  *   same clock in every process). After a warm-up, each subscriber process counts the
  *   events it receives in its own window: the sum of their rates is delivered events/s.
  *   The writers then stop and every expected event must arrive (drain; missing, duplicate
@@ -52,6 +54,7 @@ import { type EtcdServer, startEtcd } from "./lib/etcd.js";
 import type { OpenRequest, SluiceRpc, System, Totals, WindowResult } from "./lib/fanout-client.js";
 import { choiceListFlag, type FlagValues, intListFlag, numberFlag } from "./lib/flags.js";
 import { Histogram } from "./lib/histogram.js";
+import { KvWriteStream } from "./lib/kv-write-stream.js";
 import type { ServerMemory, ServerWindow } from "./lib/sluice-server-child.js";
 import { describeSource, sourceState } from "./lib/source.js";
 import {
@@ -69,6 +72,7 @@ import type { Suite, SuiteContext } from "./lib/suite.js";
 
 const SYSTEMS = ["sluice", "etcd"] as const;
 const RPCS = ["watch", "subscribe"] as const;
+const WRITES = ["stream", "unary"] as const;
 const LAYOUTS = ["together", "spread"] as const;
 type Layout = (typeof LAYOUTS)[number];
 const STORES = ["durable", "memory"] as const;
@@ -97,6 +101,7 @@ interface Config {
   readonly channels: number;
   readonly etcdWatchersPerStream: number;
   readonly sluiceRpc: SluiceRpc;
+  readonly sluiceWrites: (typeof WRITES)[number];
   readonly layout: Layout;
   readonly sluiceStore: Store;
   readonly idleSettleMs: number;
@@ -124,6 +129,7 @@ function config(flags: FlagValues): Config {
     etcdWatchersPerStream: numberFlag(flags, "etcd-watchers-per-stream", { min: 1, integer: true })!,
     sluiceRpc: choiceListFlag(flags, "sluice-rpc", RPCS)!.at(-1)!,
     layout: choiceListFlag(flags, "layout", LAYOUTS)!.at(-1)!,
+    sluiceWrites: choiceListFlag(flags, "sluice-writes", WRITES)!.at(-1)!,
     sluiceStore: store[store.length - 1]!,
     idleSettleMs: numberFlag(flags, "idle-settle", { min: 0 })! * 1000,
     drainTimeoutMs: numberFlag(flags, "drain-timeout", { min: 1 })! * 1000,
@@ -191,6 +197,7 @@ async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Tar
     );
     kv = new sluiceV1.KV(address, grpc.credentials.createInsecure());
     const client = kv;
+    const writes = c.sluiceWrites === "stream" ? new KvWriteStream(client) : undefined;
     return {
       system: "sluice",
       pid: server.pid,
@@ -198,10 +205,13 @@ async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Tar
       memory: () => server.call<ServerMemory>("memory"),
       window: () => server.call<ServerWindow>("window"),
       put: (key, value) =>
-        new Promise((resolve, reject) =>
-          client.Put({ key, value }, (err, res) => (err ? reject(err) : resolve(res))),
-        ),
+        writes
+          ? writes.put(key, value)
+          : new Promise((resolve, reject) =>
+              client.Put({ key, value }, (err, res) => (err ? reject(err) : resolve(res))),
+            ),
       stop: async () => {
+        writes?.close();
         client.close();
         await server.stop();
         if (dir) ctx.removeDir(dir);
@@ -807,7 +817,8 @@ async function run(ctx: SuiteContext, flags: FlagValues): Promise<unknown> {
   ctx.log(
     `fanout suite: ${c.systems.join(", ")}; subscribers ${c.subscribers.map(fmtInt).join(", ")}, ${c.perKey} per key; ` +
       `${c.writers} writers; ${c.valueBytes}-byte values; Sluice store ${c.sluiceStore}; ` +
-      `${c.clients} subscriber processes × ${c.channels} connections; Sluice ${c.sluiceRpc === "watch" ? "Watch" : "Subscribe"} streams; ` +
+      `${c.clients} subscriber processes × ${c.channels} connections; Sluice ${c.sluiceRpc === "watch" ? "Watch" : "Subscribe"} streams, ` +
+      `${c.sluiceWrites === "stream" ? "KV.Write stream" : "unary KV.Put"} writes; ` +
       `layout ${c.layout}; ${c.repeat} repeat(s)`,
   );
   if (c.cpuProf) ctx.log(`Sluice server CPU profiles go to ${c.cpuProf}`);
@@ -927,6 +938,12 @@ export const suite: Suite = {
       type: "string",
       description: "Sluice subscriptions: watch (multiplexed Watch streams) or subscribe (a stream each)",
       default: "watch",
+    },
+    "sluice-writes": {
+      type: "string",
+      description:
+        "Sluice writers: stream (puts pipelined on KV.Write streams) or unary (one KV.Put call each)",
+      default: "stream",
     },
     layout: {
       type: "string",

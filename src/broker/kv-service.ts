@@ -1,28 +1,15 @@
-import { authorizeTxn, requirePermission } from "../acl/index.js";
+import { requirePermission } from "../acl/index.js";
 import type { KVHandlers } from "../generated/sluice/v1/KV.js";
 import { kvToWire } from "../proto/index.js";
-import { type Op, queries } from "../state/index.js";
+import { queries } from "../state/index.js";
 import { type BrokerDeps, resolveCall, unary } from "./context.js";
+import { commitFor, deleteOp, putOp } from "./kv-ops.js";
+import { makeWriteHandler } from "./write-stream.js";
 
 /** sluice.v1.KV: put (with CAS), get, list and delete (recursive, CAS), ACL-checked. */
 export function kvService(deps: BrokerDeps): KVHandlers {
-  const commit = async (md: Parameters<typeof resolveCall>[1], txn: Op[]) => {
-    const { authorizer } = await resolveCall(deps, md);
-    authorizeTxn(authorizer, deps.store.root, txn);
-    return { index: (await deps.store.commit(txn)).index };
-  };
   return {
-    Put: unary(async (req, call) =>
-      commit(call.metadata, [
-        {
-          op: "kv.set",
-          key: req.key,
-          value: new Uint8Array(req.value),
-          flags: Number(req.flags),
-          ...(req.cas !== undefined && req.cas !== null ? { cas: Number(req.cas) } : {}),
-        },
-      ]),
-    ),
+    Put: unary(async (req, call) => commitFor(deps, call.metadata, [putOp(req)])),
     Get: unary(async (req, call) => {
       const { authorizer } = await resolveCall(deps, call.metadata);
       requirePermission(authorizer, "key", req.key, "read");
@@ -42,12 +29,7 @@ export function kvService(deps: BrokerDeps): KVHandlers {
       }
       return { index: root.index, entries };
     }),
-    Delete: unary(async (req, call) => {
-      const cas = req.cas !== undefined && req.cas !== null ? { cas: Number(req.cas) } : {};
-      const op: Op = req.recurse
-        ? { op: "kv.deleteTree", prefix: req.key }
-        : { op: "kv.delete", key: req.key, ...cas };
-      return commit(call.metadata, [op]);
-    }),
+    Delete: unary(async (req, call) => commitFor(deps, call.metadata, [deleteOp(req)])),
+    Write: makeWriteHandler(deps),
   };
 }
