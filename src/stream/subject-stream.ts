@@ -6,6 +6,11 @@ import { Deque } from "./deque.js";
 export interface StreamNode {
   readonly index: Index;
   readonly events: readonly Event[];
+  /**
+   * The node as an events frame, made by the first reader that sends it whole and shared
+   * by the others: no frame object per subscriber on the dispatch path.
+   */
+  frame?: { readonly kind: "events"; readonly index: Index; readonly events: readonly Event[] };
 }
 
 /** Something waiting for a stream to grow. */

@@ -136,13 +136,18 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
       last = n;
       end++;
     }
-    let events = end === this.cursor + 1 ? first.events : this.stream.concat(this.cursor, end);
+    const whole = end === this.cursor + 1;
+    let events = whole ? first.events : this.stream.concat(this.cursor, end);
     this.cursor = end;
     if (this.filter) events = applyFilter(events, this.filter);
     if (events.length === 0) return undefined;
     this.sentIndex = last.index;
     this.lastSentAt = now;
     this.host.countDelivered(events.length);
+    if (whole && events === first.events) {
+      first.frame ??= { kind: FrameKind.Events, index: first.index, events };
+      return first.frame;
+    }
     return { kind: FrameKind.Events, index: last.index, events };
   }
 
