@@ -18,6 +18,12 @@ const CANCELLED: WatchClosedStatus = {
   error: "",
 };
 
+/** The WatchClosed of an error: the status Subscribe would end with, and the error's class. */
+function closedStatus(err: unknown): WatchClosedStatus {
+  const s = toGrpcStatus(err);
+  return { code: s.code, message: s.details, error: err instanceof Error ? err.name : "Error" };
+}
+
 /** One subscription of a Watch stream. */
 interface Entry {
   readonly id: number;
@@ -68,8 +74,9 @@ class WatchStream {
   private scheduled = false;
   private paused = false;
   private ended = false;
-  /** Set when a subscription ended because the server is going away: the stream ends with it. */
-  private endStatus: ReturnType<typeof toGrpcStatus> | undefined;
+  /** Set when the server is going away: the stream ends with it after the next flush. */
+  private endError: unknown;
+  private ending = false;
   private readonly out = new WatchResponseBuilder();
   private readonly peer: string;
   private readonly streamToken: string | undefined;
@@ -188,7 +195,7 @@ class WatchStream {
   private flush(): void {
     this.scheduled = false;
     // Paused by back-pressure; unless the stream is ending: then what is ready still goes.
-    if (this.ended || (this.paused && this.endStatus === undefined)) return;
+    if (this.ended || (this.paused && !this.ending)) return;
     const batch = this.ready;
     this.ready = this.spare;
     const now = this.deps.publisher.now();
@@ -218,13 +225,17 @@ class WatchStream {
     }
     batch.length = 0;
     this.spare = batch;
+    if (this.ending) {
+      // Every subscription still open (one waiting for its index or its token, say) ends
+      // with the stream's status, so that each id has its closed frame.
+      for (const e of this.entries.values()) this.out.addClosed(e.id, closedStatus(this.endError));
+    }
     if (!out.empty) {
       for (const msg of out.take()) if (!this.call.write(msg)) this.paused = true;
     }
-    if (this.endStatus !== undefined) {
-      const status = this.endStatus;
+    if (this.ending) {
       this.teardown();
-      this.call.emit("error", status);
+      this.call.emit("error", toGrpcStatus(this.endError));
       return;
     }
     if (this.ready.length > 0) this.schedule();
@@ -233,14 +244,13 @@ class WatchStream {
   /** Ends one subscription with the status Subscribe would have ended with. */
   private closeWith(entry: Entry, err: unknown): void {
     this.drop(entry);
-    const status = toGrpcStatus(err);
-    this.out.addClosed(entry.id, {
-      code: status.code,
-      message: status.details,
-      error: err instanceof Error ? err.name : "Error",
-    });
+    const closed = closedStatus(err);
+    this.out.addClosed(entry.id, closed);
     // The server is going away: the whole stream ends UNAVAILABLE after this flush.
-    if (status.code === grpc.status.UNAVAILABLE) this.endStatus ??= status;
+    if (closed.code === grpc.status.UNAVAILABLE && !this.ending) {
+      this.ending = true;
+      this.endError = err;
+    }
     this.schedule();
   }
 
@@ -268,7 +278,10 @@ class WatchStream {
    */
   end(err: Error): void {
     if (this.ended) return;
-    this.endStatus ??= toGrpcStatus(err);
+    if (!this.ending) {
+      this.ending = true;
+      this.endError = err;
+    }
     this.flush();
   }
 
