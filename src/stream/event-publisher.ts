@@ -43,6 +43,11 @@ export interface PublisherOptions {
   readonly progressIntervalMs?: number;
   /** Most events in one frame, whole commits excepted (default 4,096). */
   readonly maxFrameEvents?: number;
+  /**
+   * Most estimated bytes in one catch-up frame, whole commits excepted (default 1 MiB): a
+   * lagging reader of big values gets several frames, not one larger than a client takes.
+   */
+  readonly maxFrameBytes?: number;
   /** Most open subscriptions per token (default unlimited). */
   readonly maxSubscriptionsPerToken?: number;
   /** Clock in milliseconds (monotonic); tests pass their own. */
@@ -124,6 +129,7 @@ export class EventPublisher implements SubscriptionHost {
   private detach: (() => void) | undefined;
   readonly progressIntervalMs: number;
   readonly maxFrameEvents: number;
+  readonly maxFrameBytes: number;
   private readonly maxPerToken: number;
   readonly now: () => number;
   readonly metrics: PublisherMetrics;
@@ -140,6 +146,7 @@ export class EventPublisher implements SubscriptionHost {
     this.now = opts.now ?? performance.now.bind(performance);
     this.progressIntervalMs = Math.max(100, opts.progressIntervalMs ?? 10_000);
     this.maxFrameEvents = opts.maxFrameEvents ?? 4096;
+    this.maxFrameBytes = opts.maxFrameBytes ?? 1024 * 1024;
     this.maxPerToken = opts.maxSubscriptionsPerToken ?? Number.POSITIVE_INFINITY;
     this.cache = new SnapshotCache(opts.snapshotCache, this.now);
     const limits: HistoryLimits = {

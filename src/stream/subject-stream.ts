@@ -11,6 +11,8 @@ export interface StreamNode {
    * by the others: no frame object per subscriber on the dispatch path.
    */
   frame?: { readonly kind: "events"; readonly index: Index; readonly events: readonly Event[] };
+  /** Estimated bytes of the events (`estimateBytes`), computed when a catch-up first needs it. */
+  bytes?: number;
 }
 
 /** Something waiting for a stream to grow. */

@@ -3,7 +3,8 @@ import type { Index } from "../state/index.js";
 import { kvFrameSubjects } from "./frame-subjects.js";
 import { type Frame, FrameKind } from "./frames.js";
 import type { CachedSnapshot } from "./snapshot-cache.js";
-import type { SubjectStream, Waiter } from "./subject-stream.js";
+import type { StreamNode, SubjectStream, Waiter } from "./subject-stream.js";
+import { estimateBytes } from "./topic-history.js";
 
 /**
  * Decides, per event, whether the subscriber may see it (the ACL layer supplies one).
@@ -20,6 +21,7 @@ export interface SubscriptionHost {
   readonly index: Index;
   readonly progressIntervalMs: number;
   readonly maxFrameEvents: number;
+  readonly maxFrameBytes: number;
   now(): number;
   /** A snapshot of the subscription's subject (cached or fresh); throws SnapshotFailedError. */
   snapshotFor(sub: Subscription): CachedSnapshot;
@@ -128,13 +130,19 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
     let end = this.cursor + 1;
     let count = first.events.length;
     let last = first;
-    // Whole commits only; a lagging reader gets several in one frame.
-    while (end < nodes.end) {
-      const n = nodes.at(end)!;
-      if (count + n.events.length > this.host.maxFrameEvents) break;
-      count += n.events.length;
-      last = n;
-      end++;
+    // Whole commits only; a lagging reader gets several in one frame, up to the limits.
+    if (end < nodes.end) {
+      let bytes = nodeBytes(first);
+      while (end < nodes.end) {
+        const n = nodes.at(end)!;
+        if (count + n.events.length > this.host.maxFrameEvents) break;
+        const b = nodeBytes(n);
+        if (bytes + b > this.host.maxFrameBytes) break;
+        count += n.events.length;
+        bytes += b;
+        last = n;
+        end++;
+      }
     }
     const whole = end === this.cursor + 1;
     let events = whole ? first.events : this.stream.concat(this.cursor, end);
@@ -247,6 +255,16 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
   [Symbol.asyncIterator](): this {
     return this;
   }
+}
+
+/** A stream node's estimated bytes, computed once and kept on the (shared) node. */
+function nodeBytes(n: StreamNode): number {
+  if (n.bytes === undefined) {
+    let b = 0;
+    for (const e of n.events) b += estimateBytes(e);
+    n.bytes = b;
+  }
+  return n.bytes;
 }
 
 /**

@@ -243,6 +243,7 @@ interface Variant {
   readonly seeded: boolean;
   readonly maxEvents: number;
   readonly maxFrameEvents: number;
+  readonly maxFrameBytes: number;
   readonly ttlMs: number;
   readonly snapshotEvery: number;
   readonly historyRetain: number;
@@ -344,6 +345,7 @@ class World {
       history: { maxEvents: this.variant.maxEvents },
       progressIntervalMs: PROGRESS_MS,
       maxFrameEvents: this.variant.maxFrameEvents,
+      maxFrameBytes: this.variant.maxFrameBytes,
       snapshotCache: { ttlMs: this.variant.ttlMs },
       now: () => this.now,
     };
@@ -734,6 +736,7 @@ const variantArb = (durable: boolean): fc.Arbitrary<Variant> =>
     seeded: fc.boolean(),
     maxEvents: fc.integer({ min: 8, max: 30 }),
     maxFrameEvents: fc.constantFrom(2, 3, 4096),
+    maxFrameBytes: fc.constantFrom(200, 1000, 1024 * 1024),
     ttlMs: fc.constantFrom(500, 10_000),
     snapshotEvery: fc.constantFrom(7, 30, 50_000),
     historyRetain: fc.constantFrom(5, 25, 10_000),

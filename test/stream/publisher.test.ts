@@ -172,6 +172,25 @@ describe("EventPublisher", () => {
     expect(ev.map((e) => `${e.index}:${e.subject}`)).toEqual(["1:x/1", "1:x/2", "2:x/3"]);
   });
 
+  it("a lagging reader of big values gets catch-up frames of at most maxFrameBytes (whole commits always)", async () => {
+    pub.shutdown();
+    await store.close();
+    await open({ maxFrameBytes: 250_000 });
+    const sub = pub.subscribe({ topic: Topic.KV, subject: prefix("big/") });
+    drain(sub);
+    const value = new Uint8Array(100_000);
+    for (let i = 1; i <= 7; i++) await store.commit([{ op: "kv.set", key: `big/${i}`, value }]);
+    // One commit bigger than the limit still goes whole, alone.
+    await store.commit([
+      { op: "kv.set", key: "big/a", value },
+      { op: "kv.set", key: "big/b", value },
+      { op: "kv.set", key: "big/c", value },
+    ]);
+    const frames = drain(sub);
+    // ~100 KB per event: two commits per frame, then the three-event commit by itself.
+    expect(shape(frames)).toEqual(["E2:2", "E4:2", "E6:2", "E7:1", "E8:3"]);
+  });
+
   it("sends Progress to an idle caught-up subscriber after the interval", async () => {
     let now = 0;
     pub.shutdown();
