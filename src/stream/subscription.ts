@@ -169,14 +169,23 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
     const out: Frame[] = [];
     if (reset) out.push({ kind: FrameKind.NewSnapshotToFollow });
     const events = this.filter ? applyFilter(snap.events, this.filter) : snap.events;
+    // Parts of at most maxFrameEvents events and maxFrameBytes (estimated; one event always).
     const per = this.host.maxFrameEvents;
-    if (events.length <= per) {
-      if (events.length > 0) out.push({ kind: FrameKind.Snapshot, index, events });
-    } else {
-      for (let i = 0; i < events.length; i += per) {
-        out.push({ kind: FrameKind.Snapshot, index, events: events.slice(i, i + per) });
+    const maxBytes = this.host.maxFrameBytes;
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < events.length; i++) {
+      const b = estimateBytes(events[i]!);
+      if (i > start && (i - start >= per || bytes + b > maxBytes)) {
+        out.push({ kind: FrameKind.Snapshot, index, events: events.slice(start, i) });
+        start = i;
+        bytes = 0;
       }
+      bytes += b;
     }
+    if (start === 0 && events.length > 0) out.push({ kind: FrameKind.Snapshot, index, events });
+    else if (start < events.length)
+      out.push({ kind: FrameKind.Snapshot, index, events: events.slice(start) });
     out.push({ kind: FrameKind.EndOfSnapshot, index });
     this.host.countDelivered(events.length);
     this.sentIndex = index;

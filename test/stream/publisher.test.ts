@@ -189,6 +189,9 @@ describe("EventPublisher", () => {
     const frames = drain(sub);
     // ~100 KB per event: two commits per frame, then the three-event commit by itself.
     expect(shape(frames)).toEqual(["E2:2", "E4:2", "E6:2", "E7:1", "E8:3"]);
+    // A snapshot of the same keys (another subject: not the cached one) is cut by event.
+    const fresh = pub.subscribe({ topic: Topic.KV, subject: prefix("big") });
+    expect(shape(drain(fresh))).toEqual(["S8:2", "S8:2", "S8:2", "S8:2", "S8:2", "EOS8"]);
   });
 
   it("sends Progress to an idle caught-up subscriber after the interval", async () => {
