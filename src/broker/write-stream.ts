@@ -57,6 +57,14 @@ export function makeWriteHandler(deps: BrokerDeps) {
         setImmediate(flush);
       }
     };
+    /** A write in flight got its outcome, success or not: reading resumes below half. */
+    const settled = (): void => {
+      inFlight--;
+      if (paused && inFlight <= MAX_IN_FLIGHT / 2) {
+        paused = false;
+        call.resume();
+      }
+    };
     const fail = (id: number, err: unknown): void => {
       const s = toGrpcStatus(err);
       done({
@@ -78,15 +86,11 @@ export function makeWriteHandler(deps: BrokerDeps) {
         inFlight++;
         commitFor(deps, call.metadata, txn).then(
           (r) => {
-            inFlight--;
+            settled();
             done({ id, index: r.index });
-            if (paused && inFlight <= MAX_IN_FLIGHT / 2) {
-              paused = false;
-              call.resume();
-            }
           },
           (err) => {
-            inFlight--;
+            settled();
             fail(id, err);
           },
         );
