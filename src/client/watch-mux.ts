@@ -144,7 +144,11 @@ export class WatchMux {
           const sink = s.sinks.get(id);
           if (sink === undefined) continue; // cancelled by us: the confirmation
           s.sinks.delete(id);
-          sink.finish(f.closed!.code === grpc.status.CANCELLED ? undefined : closedError(f.closed!));
+          const code = f.closed!.code;
+          // The server is going away: subscriptions opened from now on go to a new stream
+          // (this one is about to end), not to this one.
+          if (code === grpc.status.UNAVAILABLE && this.current === s) this.current = undefined;
+          sink.finish(code === grpc.status.CANCELLED ? undefined : closedError(f.closed!));
           continue;
         }
         for (const raw of f.ids) {
