@@ -1,13 +1,5 @@
-import {
-  closeSync,
-  fsyncSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { open, readdir, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { decodeJson, encodeJson } from "./codec.js";
@@ -40,18 +32,69 @@ export function listSnapshots(dir: string): { file: string; index: number }[] {
     .sort((a, b) => a.index - b.index);
 }
 
+/** Longest stretch of encoding before `encodeSnapshot` lets the event loop run, ms. */
+const SLICE_MS = 4;
+
+const yieldTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 /**
  * A root as snapshot bytes: the header line, then the JSON body. The same bytes go to a
- * snapshot file and, through the JetStream bridge, to edges.
+ * snapshot file and, through the JetStream bridge, to edges. Encoded row by row in slices of
+ * a few milliseconds with event-loop turns between them, so that a big state does not stall
+ * every stream while it is written; the root is immutable, so commits may land meanwhile.
  */
-export function encodeSnapshot(root: StateRoot): Buffer {
-  const tables: Record<string, AnyRow[]> = {};
-  for (const t of TABLE_NAMES) tables[t] = [...(root[t] as SortedMap<AnyRow>).values()];
-  const body = Buffer.from(encodeJson({ tables }), "utf8");
+export async function encodeSnapshot(root: StateRoot): Promise<Buffer> {
+  const parts: string[] = ['{"tables":{'];
+  let t0 = performance.now();
+  let n = 0;
+  for (let i = 0; i < TABLE_NAMES.length; i++) {
+    const t = TABLE_NAMES[i]!;
+    parts.push(`${i > 0 ? "," : ""}${JSON.stringify(t)}:[`);
+    let first = true;
+    for (const row of (root[t] as SortedMap<AnyRow>).values()) {
+      parts.push(first ? encodeJson(row) : `,${encodeJson(row)}`);
+      first = false;
+      if (++n % 256 === 0 && performance.now() - t0 >= SLICE_MS) {
+        await yieldTurn();
+        t0 = performance.now();
+      }
+    }
+    parts.push("]");
+  }
+  parts.push("}}");
+  const body = Buffer.from(parts.join(""), "utf8");
   const header = Buffer.from(
     `${JSON.stringify({ format: FORMAT, index: root.index, crc: crc32(body), bytes: body.length })}\n`,
   );
   return Buffer.concat([header, body]);
+}
+
+/**
+ * Writes a snapshot file without blocking the event loop: encoded in slices, written, synced,
+ * then renamed from a temporary name (a crash leaves the old snapshot or the new one).
+ */
+export async function writeSnapshot(dir: string, root: StateRoot): Promise<string> {
+  const bytes = await encodeSnapshot(root);
+  const file = join(dir, snapshotName(root.index));
+  const tmp = `${file}.tmp`;
+  const fh = await open(tmp, "w");
+  try {
+    let off = 0;
+    while (off < bytes.length) off += (await fh.write(bytes, off)).bytesWritten;
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+  await syncDir(dir);
+  return file;
+}
+
+/** Keeps the newest `keep` snapshots and removes stale temporary files. */
+export async function pruneSnapshots(dir: string, keep: number): Promise<void> {
+  const snaps = listSnapshots(dir);
+  for (const s of snaps.slice(0, Math.max(0, snaps.length - keep))) await unlink(s.file);
+  for (const f of await readdir(dir)) if (f.endsWith(".snap.tmp")) await unlink(join(dir, f));
 }
 
 /** Reads snapshot bytes back into a root; `source` names them in a {@link CorruptSnapshotError}. */
@@ -71,23 +114,6 @@ export function decodeSnapshot(buf: Buffer, source: string): StateRoot {
   if (crc32(body) !== header.crc) throw new CorruptSnapshotError(source, "checksum mismatch");
   const { tables } = decodeJson<{ tables: Record<TableName, AnyRow[]> }>(body.toString("utf8"));
   return buildRoot(header.index as Index, tables);
-}
-
-export function writeSnapshot(dir: string, root: StateRoot): string {
-  const bytes = encodeSnapshot(root);
-  const file = join(dir, snapshotName(root.index));
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, "w");
-  try {
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-  syncDir(dir);
-  return file;
 }
 
 export function readSnapshot(file: string): StateRoot {
@@ -121,11 +147,4 @@ export function buildRoot(index: Index, tables: Partial<Record<TableName, AnyRow
   for (const n of names) idx[n] = SortedMap.from(indexEntries.get(n) ?? []);
   out.idx = Object.freeze(idx as unknown as Indexes);
   return Object.freeze(out) as StateRoot;
-}
-
-/** Keeps the newest `keep` snapshots and removes stale temporary files. */
-export function pruneSnapshots(dir: string, keep: number): void {
-  const snaps = listSnapshots(dir);
-  for (const s of snaps.slice(0, Math.max(0, snaps.length - keep))) unlinkSync(s.file);
-  for (const f of readdirSync(dir)) if (f.endsWith(".snap.tmp")) unlinkSync(join(dir, f));
 }

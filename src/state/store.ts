@@ -116,6 +116,8 @@ export class Store {
   /** When the last snapshot was taken (or the store opened), performance.now() ms. */
   private lastSnapshotAt = performance.now();
   private snapshotting = false;
+  /** The automatic snapshot in progress, if any (close waits for it). */
+  private background: Promise<void> = Promise.resolve();
   private readonly opts: Required<
     Omit<StoreOptions, "dataDir" | "onFsync" | "initialize" | "retainLogFrom">
   > &
@@ -490,7 +492,9 @@ export class Store {
       root.index - this.lastSnapshotIndex >= this.opts.snapshotEvery &&
       performance.now() - this.lastSnapshotAt >= this.opts.snapshotMinIntervalMs
     ) {
-      void this.snapshot().catch((err) => this.opts.logger.error({ err }, "snapshot failed"));
+      this.background = this.snapshot()
+        .catch((err) => this.opts.logger.error({ err }, "snapshot failed"))
+        .then(() => {});
     }
   }
 
@@ -507,7 +511,8 @@ export class Store {
 
   /**
    * Writes a snapshot of the durable root, then drops log segments older than the history
-   * the stream layer may still need. Returns the snapshot's index.
+   * the stream layer may still need. Returns the snapshot's index. All of it asynchronous and
+   * the encoding sliced (`writeSnapshot`): commits and streams go on meanwhile.
    */
   async snapshot(): Promise<Index> {
     const dir = this.opts.dataDir;
@@ -516,14 +521,14 @@ export class Store {
     this.snapshotting = true;
     try {
       const t0 = performance.now();
-      const file = writeSnapshot(dir, root);
+      const file = await writeSnapshot(dir, root);
       this.lastSnapshotIndex = root.index;
       this.lastSnapshotAt = performance.now();
       this.log.rotate();
-      pruneSnapshots(dir, 2);
+      await pruneSnapshots(dir, 2);
       const keepFrom = this.opts.retainLogFrom?.() ?? Number.POSITIVE_INFINITY;
       const upTo = Math.min(root.index - this.opts.historyRetain, keepFrom - 1);
-      const removed = deleteSegmentsUpTo(dir, upTo, this.log.activeSegment);
+      const removed = await deleteSegmentsUpTo(dir, upTo, this.log.activeSegment);
       this.opts.logger.info(
         { index: root.index, file, ms: Math.round(performance.now() - t0), segmentsRemoved: removed },
         "snapshot written",
@@ -540,6 +545,8 @@ export class Store {
     this.closed = true;
     if (this.scheduled) this.drain();
     await this.inflight.catch(() => {});
+    // An automatic snapshot still being written finishes before the directory is released.
+    await this.background;
     await this.log?.close();
     this.listeners.clear();
     if (this.lockFile) releaseDirLock(this.lockFile);

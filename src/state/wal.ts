@@ -1,13 +1,5 @@
-import {
-  closeSync,
-  fsyncSync,
-  ftruncateSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  unlinkSync,
-} from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { closeSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { type FileHandle, open, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { CorruptLogError, StoreFailedError } from "./errors.js";
@@ -259,7 +251,7 @@ export class LogWriter {
     } else {
       const seg = { file: join(this.opts.dir, segmentName(first)), first };
       this.fh = await open(seg.file, "w+");
-      syncDir(this.opts.dir);
+      await syncDir(this.opts.dir);
       this.segmentSize = 0;
       this.current = seg;
     }
@@ -297,17 +289,21 @@ export class LogWriter {
 }
 
 /** Makes a directory's entries (a new or renamed file) durable. */
-export function syncDir(dir: string): void {
-  const fd = openSync(dir, "r");
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
   try {
-    fsyncSync(fd);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
 }
 
 /** Deletes segments whose every record is at or below `upTo`, never the active one. */
-export function deleteSegmentsUpTo(dir: string, upTo: number, active: Segment | undefined): number {
+export async function deleteSegmentsUpTo(
+  dir: string,
+  upTo: number,
+  active: Segment | undefined,
+): Promise<number> {
   const segs = listSegments(dir);
   let removed = 0;
   for (let i = 0; i + 1 < segs.length; i++) {
@@ -315,10 +311,10 @@ export function deleteSegmentsUpTo(dir: string, upTo: number, active: Segment | 
     const next = segs[i + 1]!;
     if (active && seg.file === active.file) break;
     if (next.first - 1 <= upTo) {
-      unlinkSync(seg.file);
+      await unlink(seg.file);
       removed++;
     } else break;
   }
-  if (removed > 0) syncDir(dir);
+  if (removed > 0) await syncDir(dir);
   return removed;
 }

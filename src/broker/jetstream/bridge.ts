@@ -431,7 +431,7 @@ export class JetStreamBridge {
     this.snapshotting = true;
     try {
       const t0 = performance.now();
-      const bytes = encodeSnapshot(root);
+      const bytes = await encodeSnapshot(root);
       await writeSnapshotObject(this.snapshots!, bytes, {
         index: root.index,
         logSeq,
