@@ -140,6 +140,8 @@ export class LogWriter {
   /** Bytes of the segment that exist on disk (records plus zero-filled space). */
   private allocated = 0;
   private markIdle: () => void = () => {};
+  /** A background extension of the segment in progress (see `extendAhead`). */
+  private extending: Promise<void> | undefined;
 
   /** Writes are durable on return (O_DSYNC): fsync "always" on a system that has the flag. */
   private get syncOnWrite(): boolean {
@@ -215,7 +217,10 @@ export class LogWriter {
     let bufs = batch.map((p) => p.buf);
     let bytes = 0;
     for (const b of bufs) bytes += b.length;
-    if (this.segmentSize + bytes > this.allocated) await this.extend(this.segmentSize + bytes);
+    if (this.segmentSize + bytes > this.allocated) {
+      await this.extending;
+      if (this.segmentSize + bytes > this.allocated) await this.extend(this.segmentSize + bytes);
+    }
     // Positional writes into zero-filled space: the file's size does not change, so the sync
     // flushes data blocks only, not the inode. With fsync "always" the segment is open with
     // O_DSYNC: each write returns once durable (what write + fdatasync did in two trips to
@@ -235,6 +240,22 @@ export class LogWriter {
     } else {
       this.dirty = true;
     }
+    this.extendAhead();
+  }
+
+  /**
+   * Grows the segment in the background once less than half a step of zero-filled space is
+   * left, so that commits rarely wait for 4 MiB of zeros to reach the disk. A failure here
+   * is left to the next write that needs the space (it extends itself and fails properly).
+   */
+  private extendAhead(): void {
+    if (this.extending || this.allocated - this.segmentSize >= PREALLOC_BYTES / 2) return;
+    if (this.segmentSize >= this.opts.segmentBytes) return; // the next write rotates
+    this.extending = this.extend(this.allocated + 1)
+      .catch(() => {})
+      .finally(() => {
+        this.extending = undefined;
+      });
   }
 
   /** Fills the segment with zeros up to past `needed`, in PREALLOC_BYTES steps, and syncs that. */
@@ -250,6 +271,7 @@ export class LogWriter {
 
   private async openSegment(first: number): Promise<void> {
     const reuse = this.current !== undefined && !this.rotateRequested && this.fh === undefined;
+    await this.extending;
     if (this.fh) {
       // Cut the unused zero-filled tail: only the last segment may end in zeros.
       await this.fh.truncate(this.segmentSize);
@@ -294,6 +316,7 @@ export class LogWriter {
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.drained();
+    await this.extending;
     if (this.fh) {
       await this.fh.truncate(this.segmentSize);
       if (this.opts.fsync !== "never") await this.fh.datasync();
