@@ -658,7 +658,8 @@ const fmtServer = (w: ServerWindow | undefined) =>
     ? ""
     : `server event loop ${fmtFixed(w.eventLoop * 100, 0)} % busy, GC ${w.gcCount} pauses ${fmtMs(w.gcMs)} ` +
       `(${w.gcMajorCount} major ${fmtMs(w.gcMajorMs)}; longest ${fmtMs(w.gcMaxMs)} ${w.gcMaxKind}), ` +
-      `event-loop delay p99 ${fmtMs(w.loopDelayP99Ms)} max ${fmtMs(w.loopDelayMaxMs)}; `;
+      `event-loop delay p99 ${fmtMs(w.loopDelayP99Ms)} max ${fmtMs(w.loopDelayMaxMs)}, ` +
+      `main thread ran ${fmtMs(w.mainRunMs)} and waited ${fmtMs(w.mainWaitMs)} for a CPU; `;
 const fmtMiB = (b: number) => (Number.isFinite(b) ? `${(b / 2 ** 20).toFixed(1)} MiB` : "-");
 const fmtBytes = (b: number) =>
   !Number.isFinite(b) ? "-" : Math.abs(b) >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b.toFixed(0)} B`;

@@ -5,7 +5,7 @@
  *
  *   argv[2]: JSON of Partial<ServerConfig> laid over DEFAULTS (gRPC and HTTP on 127.0.0.1:0)
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import { constants, monitorEventLoopDelay, PerformanceObserver, performance as perf } from "node:perf_hooks";
 import { writeHeapSnapshot } from "node:v8";
@@ -43,6 +43,12 @@ export interface ServerWindow {
   /** Event-loop delay (how late a 1 ms timer fired), p99 and max, ms. */
   readonly loopDelayP99Ms: number;
   readonly loopDelayMaxMs: number;
+  /**
+   * The main thread's time on a CPU and waiting in the run queue for one (Linux
+   * /proc/self/task/<pid>/schedstat), ms; NaN where unreadable.
+   */
+  readonly mainRunMs: number;
+  readonly mainWaitMs: number;
 }
 
 const overrides = JSON.parse(process.argv[2] ?? "{}") as Partial<ServerConfig>;
@@ -55,6 +61,18 @@ const config: ServerConfig = {
 };
 const server = await SluiceServer.start(config, pino({ level: config.logLevel }, pino.destination(2)));
 
+/** [run, wait] ns of the main thread so far. */
+function schedstat(): [number, number] {
+  try {
+    const [run, wait] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, "utf8")
+      .split(" ")
+      .map(Number);
+    return [run ?? Number.NaN, wait ?? Number.NaN];
+  } catch {
+    return [Number.NaN, Number.NaN];
+  }
+}
+let sched = schedstat();
 let elu = perf.eventLoopUtilization();
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 loopDelay.enable();
@@ -136,6 +154,7 @@ serve({
     await turn(); // GC entries arrive a little after the fact
     const now = perf.eventLoopUtilization();
     const eventLoop = perf.eventLoopUtilization(now, elu).utilization;
+    const schedNow = schedstat();
     const w = {
       eventLoop,
       gcCount,
@@ -146,7 +165,10 @@ serve({
       gcMajorMs,
       loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
       loopDelayMaxMs: loopDelay.max / 1e6,
+      mainRunMs: (schedNow[0] - sched[0]) / 1e6,
+      mainWaitMs: (schedNow[1] - sched[1]) / 1e6,
     };
+    sched = schedNow;
     loopDelay.reset();
     elu = now;
     gcCount = 0;
