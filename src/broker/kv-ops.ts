@@ -24,9 +24,23 @@ export function deleteOp(req: DeleteRequest__Output): Op {
   return req.recurse ? { op: "kv.deleteTree", prefix: req.key } : { op: "kv.delete", key: req.key, ...cas };
 }
 
-/** Commits one write transaction for a call's token: resolved, authorized, durable. */
-export async function commitFor(deps: BrokerDeps, md: grpc.Metadata, txn: Op[]): Promise<{ index: number }> {
+/**
+ * Authorizes a write transaction for a call's token and hands it to the store; the store
+ * has queued it when this resolves (so calls made in order commit in order), and `durable`
+ * resolves with its index once it is on disk. Wrapped, so that awaiting this does not wait
+ * for the disk.
+ */
+export async function submitFor(
+  deps: BrokerDeps,
+  md: grpc.Metadata,
+  txn: Op[],
+): Promise<{ readonly durable: Promise<number> }> {
   const { authorizer } = await resolveCall(deps, md);
   authorizeTxn(authorizer, deps.store.root, txn);
-  return { index: (await deps.store.commit(txn)).index };
+  return { durable: deps.store.commit(txn).then((c) => c.index) };
+}
+
+/** Commits one write transaction for a call's token: resolved, authorized, durable. */
+export async function commitFor(deps: BrokerDeps, md: grpc.Metadata, txn: Op[]): Promise<{ index: number }> {
+  return { index: await (await submitFor(deps, md, txn)).durable };
 }

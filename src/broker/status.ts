@@ -44,6 +44,18 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> & { code: Stat
   return { code, details, metadata };
 }
 
+/**
+ * The same mapping as plain fields, for a status carried inside a message (a Watch
+ * subscription's `closed` frame, a KV.Write result): code, message and the error's class.
+ */
+export function statusFields(err: unknown): { code: Status; message: string; error: string } {
+  return {
+    code: codeOf(err),
+    message: err instanceof Error ? err.message : String(err),
+    error: err instanceof Error ? err.name : "Error",
+  };
+}
+
 function codeOf(err: unknown): Status {
   if (err instanceof SubscriptionForceClosedError) return Status.ABORTED;
   if (err instanceof ShuttingDownError || err instanceof StoreClosedError) return Status.UNAVAILABLE;

@@ -1,28 +1,29 @@
 import * as grpc from "@grpc/grpc-js";
 import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeRequest.js";
 import type { WatchRequest__Output } from "../generated/sluice/v1/WatchRequest.js";
-import { type WatchClosedStatus, WatchResponseBuilder } from "../proto/watch-codec.js";
+import { type WatchClosedStatus, WatchResponseBuilder } from "../proto/index.js";
+import { StoreClosedError } from "../state/index.js";
 import { IndexAheadError, ShuttingDownError, type Subscription } from "../stream/index.js";
 import type { ConnectionLimit } from "./connection-limit.js";
 import { type BrokerDeps, metadataToken } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
-import { toGrpcStatus } from "./status.js";
+import { statusFields, toGrpcStatus } from "./status.js";
 import { subjectFromWire, topicFromWire } from "./subscribe-handler.js";
 
 /** Frames one subscription may add to one flush before the others get their turn. */
 const FRAMES_PER_TURN = 64;
+/**
+ * Frame bytes one flush collects at most: the rest waits for the next flush (and, once the
+ * stream's write buffer is full, for 'drain'), so that a burst of snapshots is not all copied
+ * into messages at once whatever the client's speed.
+ */
+const FLUSH_BYTES = 4 * 1024 * 1024;
 
 const CANCELLED: WatchClosedStatus = {
   code: grpc.status.CANCELLED,
   message: "cancelled by the client",
   error: "",
 };
-
-/** The WatchClosed of an error: the status Subscribe would end with, and the error's class. */
-function closedStatus(err: unknown): WatchClosedStatus {
-  const s = toGrpcStatus(err);
-  return { code: s.code, message: s.details, error: err instanceof Error ? err.name : "Error" };
-}
 
 /** One subscription of a Watch stream. */
 interface Entry {
@@ -57,9 +58,9 @@ export function makeWatchHandler(deps: BrokerDeps, limit: ConnectionLimit) {
       open.add(w);
     },
     /**
-     * Ends every open Watch stream with UNAVAILABLE (the server is stopping): those with
-     * subscriptions end when the publisher closes them, but a stream with none has nothing
-     * to wait for.
+     * Ends every open Watch stream with UNAVAILABLE (the server is stopping), after the closed
+     * frames of its subscriptions (the publisher, shut down first, has closed them): also a
+     * stream with no subscription, which would otherwise wait for the grace period.
      */
     shutdown(): void {
       for (const w of [...open]) w.end(new ShuttingDownError());
@@ -111,8 +112,8 @@ class WatchStream {
     switch (req.request) {
       case "open": {
         const id = Number(req.open?.id ?? 0);
-        if (!(id > 0)) {
-          this.fail(new InvalidArgumentError("open.id", "must be above 0"));
+        if (!(id > 0) || !Number.isSafeInteger(id)) {
+          this.fail(new InvalidArgumentError("open.id", "must be above 0 and below 2^53"));
           return;
         }
         if (this.entries.has(id)) {
@@ -148,6 +149,10 @@ class WatchStream {
 
   private async open(entry: Entry, req: SubscribeRequest__Output | null): Promise<void> {
     try {
+      // Counted from the start, while it waits for its token or index too: a client cannot
+      // hold more pending opens than the limit allows open ones.
+      this.limit.acquire(this.peer);
+      entry.counted = true;
       if (req === null) throw new InvalidArgumentError("open.subscribe", "required");
       const topic = topicFromWire(req.topic);
       const subject = subjectFromWire(req);
@@ -164,8 +169,6 @@ class WatchStream {
         if (entry.gone) return;
         if (!reached) throw new IndexAheadError(index, publisher.index);
       }
-      this.limit.acquire(this.peer);
-      entry.counted = true;
       const sub = await this.deps.enforcer.subscribe({ topic, subject, index }, token);
       if (entry.gone) {
         sub.unsubscribe();
@@ -201,6 +204,11 @@ class WatchStream {
     const now = this.deps.publisher.now();
     const out = this.out;
     for (const e of batch) {
+      if (out.bytes >= FLUSH_BYTES && !this.ending) {
+        // Full: this one (still queued) and the rest go in a later flush.
+        this.ready.push(e);
+        continue;
+      }
       e.queued = false;
       const sub = e.sub;
       if (e.gone || sub === undefined) continue;
@@ -228,7 +236,7 @@ class WatchStream {
     if (this.ending) {
       // Every subscription still open (one waiting for its index or its token, say) ends
       // with the stream's status, so that each id has its closed frame.
-      for (const e of this.entries.values()) this.out.addClosed(e.id, closedStatus(this.endError));
+      for (const e of this.entries.values()) this.out.addClosed(e.id, statusFields(this.endError));
     }
     if (!out.empty) {
       for (const msg of out.take()) if (!this.call.write(msg)) this.paused = true;
@@ -244,10 +252,11 @@ class WatchStream {
   /** Ends one subscription with the status Subscribe would have ended with. */
   private closeWith(entry: Entry, err: unknown): void {
     this.drop(entry);
-    const closed = closedStatus(err);
+    const closed = statusFields(err);
     this.out.addClosed(entry.id, closed);
-    // The server is going away: the whole stream ends UNAVAILABLE after this flush.
-    if (closed.code === grpc.status.UNAVAILABLE && !this.ending) {
+    // The server is going away: the whole stream ends UNAVAILABLE after this flush. (Not for
+    // every UNAVAILABLE: a store that failed is this subscription's end, not the stream's.)
+    if ((err instanceof ShuttingDownError || err instanceof StoreClosedError) && !this.ending) {
       this.ending = true;
       this.endError = err;
     }

@@ -6,10 +6,10 @@ import type { KVWriteResult } from "../generated/sluice/v1/KVWriteResult.js";
 import type { Op } from "../state/index.js";
 import type { BrokerDeps } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
-import { commitFor, deleteOp, putOp } from "./kv-ops.js";
-import { toGrpcStatus } from "./status.js";
+import { deleteOp, putOp, submitFor } from "./kv-ops.js";
+import { statusFields } from "./status.js";
 
-/** Writes of one stream in flight before the server stops reading it. */
+/** Writes of one stream in flight (submitted, not yet durable) at most. */
 export const MAX_IN_FLIGHT = 1024;
 
 function txnOf(w: KVWrite__Output): Op[] {
@@ -25,29 +25,43 @@ function txnOf(w: KVWrite__Output): Op[] {
 
 /**
  * KV.Write: puts and deletes pipelined on one stream. Each write is committed as the unary
- * call would commit it (same token resolution, ACL check and transaction); results ready
- * together (a group commit) go out in one message. Reading pauses while MAX_IN_FLIGHT
- * writes wait, so a fast writer cannot queue without bound.
+ * call would commit it (same token resolution, ACL check and transaction), and the writes of
+ * a stream reach the store in the order they arrived: each is authorized after the one
+ * before it was handed to the store (resolving a token is asynchronous, and a cache miss
+ * must not let a later write overtake it). Results ready together go out in one message.
+ * Flow control: writes beyond MAX_IN_FLIGHT wait in the stream's queue, and reading pauses
+ * while the queue holds any or while the results cannot be written (the client is not
+ * reading them), so a writer that floods or stops reading holds the stream, not the server's
+ * memory.
  */
 export function makeWriteHandler(deps: BrokerDeps) {
   return (call: grpc.ServerDuplexStream<KVWriteRequest__Output, KVWriteResponse>): void => {
+    const queue: KVWrite__Output[] = [];
+    let head = 0;
     let inFlight = 0;
-    let paused = false;
+    let readPaused = false;
+    let outputBlocked = false;
     let halfClosed = false;
     let gone = false;
     let results: KVWriteResult[] = [];
     let scheduled = false;
+    /** Settles once the previous write was handed to the store (or failed to be). */
+    let order: Promise<unknown> = Promise.resolve();
 
     const flush = (): void => {
       scheduled = false;
-      if (gone || results.length === 0) return;
-      const out = results;
-      results = [];
-      call.write({ results: out });
-      if (halfClosed && inFlight === 0) {
+      if (gone) return;
+      if (results.length > 0) {
+        const out = results;
+        results = [];
+        if (!call.write({ results: out })) outputBlocked = true;
+      }
+      if (halfClosed && inFlight === 0 && head === queue.length) {
         gone = true;
         call.end();
+        return;
       }
+      flow();
     };
     const done = (result: KVWriteResult): void => {
       if (gone) return;
@@ -57,52 +71,63 @@ export function makeWriteHandler(deps: BrokerDeps) {
         setImmediate(flush);
       }
     };
-    /** A write in flight got its outcome, success or not: reading resumes below half. */
-    const settled = (): void => {
-      inFlight--;
-      if (paused && inFlight <= MAX_IN_FLIGHT / 2) {
-        paused = false;
+    const fail = (id: number, err: unknown): void => done({ id, error: statusFields(err) });
+
+    /** Starts queued writes while there is room, and pauses or resumes reading. */
+    const flow = (): void => {
+      while (head < queue.length && inFlight < MAX_IN_FLIGHT) start(queue[head++]!);
+      if (head === queue.length) {
+        queue.length = 0;
+        head = 0;
+      }
+      const hold = head < queue.length || outputBlocked || inFlight >= MAX_IN_FLIGHT;
+      if (hold && !readPaused) {
+        readPaused = true;
+        call.pause();
+      } else if (!hold && readPaused && inFlight <= MAX_IN_FLIGHT / 2) {
+        readPaused = false;
         call.resume();
       }
     };
-    const fail = (id: number, err: unknown): void => {
-      const s = toGrpcStatus(err);
-      done({
-        id,
-        error: { code: s.code, message: s.details, error: err instanceof Error ? err.name : "Error" },
-      });
-    };
 
-    call.on("data", (req: KVWriteRequest__Output) => {
-      for (const w of req.writes) {
-        const id = Number(w.id);
-        let txn: Op[];
-        try {
-          txn = txnOf(w);
-        } catch (err) {
-          fail(id, err);
-          continue;
-        }
-        inFlight++;
-        commitFor(deps, call.metadata, txn).then(
-          (r) => {
-            settled();
-            done({ id, index: r.index });
+    const start = (w: KVWrite__Output): void => {
+      const id = Number(w.id);
+      let txn: Op[];
+      try {
+        txn = txnOf(w);
+      } catch (err) {
+        fail(id, err);
+        return;
+      }
+      inFlight++;
+      const submitted = order.then(() => submitFor(deps, call.metadata, txn));
+      order = submitted.catch(() => {});
+      submitted
+        .then((s) => s.durable)
+        .then(
+          (index) => {
+            inFlight--;
+            done({ id, index });
           },
           (err) => {
-            settled();
+            inFlight--;
             fail(id, err);
           },
         );
-      }
-      if (!paused && inFlight >= MAX_IN_FLIGHT) {
-        paused = true;
-        call.pause();
-      }
+    };
+
+    call.on("data", (req: KVWriteRequest__Output) => {
+      if (gone) return;
+      for (const w of req.writes) queue.push(w);
+      flow();
+    });
+    call.on("drain", () => {
+      outputBlocked = false;
+      flow();
     });
     call.on("end", () => {
       halfClosed = true;
-      if (inFlight === 0 && !scheduled && !gone) {
+      if (!scheduled && inFlight === 0 && head === queue.length && !gone) {
         gone = true;
         call.end();
       }

@@ -90,9 +90,11 @@ class Sink implements AsyncIterator<Event__Output> {
   leave(): void {
     const ended = this.end !== undefined;
     this.finish(undefined);
-    if (!ended) this.onLeave(this);
     this.queue.length = 0;
     this.head = 0;
+    if (!ended) this.onLeave(this);
+    // Its backlog is gone: a stream paused for it may go on.
+    else this.onDrained();
   }
 }
 
@@ -149,6 +151,8 @@ export class WatchMux {
           // (this one is about to end), not to this one.
           if (code === grpc.status.UNAVAILABLE && this.current === s) this.current = undefined;
           sink.finish(code === grpc.status.CANCELLED ? undefined : closedError(f.closed!));
+          // No longer on the stream: its backlog no longer holds the others back.
+          this.maybeResume(s);
           continue;
         }
         for (const raw of f.ids) {

@@ -18,3 +18,4 @@ export {
   nodeToWire,
   serviceToWire,
 } from "./event-codec.js";
+export { type WatchClosedStatus, WatchResponseBuilder } from "./watch-codec.js";

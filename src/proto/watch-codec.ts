@@ -26,8 +26,11 @@ export interface WatchClosedStatus {
 interface Group {
   /** Place in the message: a subscription joins a group only after its own previous frame. */
   readonly pos: number;
+  /** The frame, to match alike ones; undefined for a closed frame. */
   readonly frame: Frame | undefined;
-  readonly closed: WatchClosedStatus | undefined;
+  /** The encoded body: a sluice.v1.Event, or a WatchClosed. */
+  readonly body: Uint8Array;
+  readonly closed: boolean;
   readonly ids: number[];
 }
 
@@ -58,11 +61,17 @@ function sameFrame(a: Frame, b: Frame): boolean {
 export class WatchResponseBuilder {
   private groups: Group[] = [];
   private readonly byKey = new Map<unknown, Group>();
+  private bodyBytes = 0;
 
   constructor(private readonly maxBytes = 1024 * 1024) {}
 
   get empty(): boolean {
     return this.groups.length === 0;
+  }
+
+  /** Bytes of the frame bodies collected so far (what a flush may want to cap). */
+  get bytes(): number {
+    return this.bodyBytes;
   }
 
   /**
@@ -77,7 +86,9 @@ export class WatchResponseBuilder {
       g.ids.push(id);
       return g.pos;
     }
-    const group: Group = { pos: this.groups.length, frame, closed: undefined, ids: [id] };
+    const body = encodeFrame(frame);
+    this.bodyBytes += body.length;
+    const group: Group = { pos: this.groups.length, frame, body, closed: false, ids: [id] };
     this.groups.push(group);
     // The latest alike frame is the one more subscriptions can still join.
     this.byKey.set(key, group);
@@ -86,7 +97,9 @@ export class WatchResponseBuilder {
 
   /** Adds the end of subscription `id` (after its frames). */
   addClosed(id: number, closed: WatchClosedStatus): void {
-    this.groups.push({ pos: this.groups.length, frame: undefined, closed, ids: [id] });
+    const body = encodeClosed(closed);
+    this.bodyBytes += body.length;
+    this.groups.push({ pos: this.groups.length, frame: undefined, body, closed: true, ids: [id] });
   }
 
   /** The collected frames as encoded WatchResponse messages; the builder is empty after. */
@@ -94,35 +107,33 @@ export class WatchResponseBuilder {
     const groups = this.groups;
     this.groups = [];
     this.byKey.clear();
+    this.bodyBytes = 0;
     const out: Buffer[] = [];
-    const bodies: Uint8Array[] = new Array(groups.length);
     const sizes: number[] = new Array(groups.length);
     let start = 0;
     let total = 0;
     for (let i = 0; i < groups.length; i++) {
       const g = groups[i]!;
-      const body = g.frame !== undefined ? encodeFrame(g.frame) : encodeClosed(g.closed!);
-      bodies[i] = body;
+      const body = g.body;
       let idsLen = 0;
       for (const id of g.ids) idsLen += varintLength(id);
       const frameLen = 1 + varintLength(idsLen) + idsLen + 1 + varintLength(body.length) + body.length;
       const size = 1 + varintLength(frameLen) + frameLen;
       sizes[i] = frameLen;
       if (total > 0 && total + size > this.maxBytes) {
-        out.push(encodeMessage(groups, bodies, sizes, start, i, total));
+        out.push(encodeMessage(groups, sizes, start, i, total));
         start = i;
         total = 0;
       }
       total += size;
     }
-    if (total > 0) out.push(encodeMessage(groups, bodies, sizes, start, groups.length, total));
+    if (total > 0) out.push(encodeMessage(groups, sizes, start, groups.length, total));
     return out;
   }
 }
 
 function encodeMessage(
   groups: readonly Group[],
-  bodies: readonly Uint8Array[],
   frameLens: readonly number[],
   from: number,
   to: number,
@@ -132,7 +143,7 @@ function encodeMessage(
   let off = 0;
   for (let i = from; i < to; i++) {
     const g = groups[i]!;
-    const body = bodies[i]!;
+    const body = g.body;
     buf[off++] = TAG_FRAMES;
     off = writeVarint(buf, off, frameLens[i]!);
     let idsLen = 0;
@@ -140,7 +151,7 @@ function encodeMessage(
     buf[off++] = TAG_IDS;
     off = writeVarint(buf, off, idsLen);
     for (const id of g.ids) off = writeVarint(buf, off, id);
-    buf[off++] = g.frame !== undefined ? TAG_EVENT : TAG_CLOSED;
+    buf[off++] = g.closed ? TAG_CLOSED : TAG_EVENT;
     off = writeVarint(buf, off, body.length);
     buf.set(body, off);
     off += body.length;

@@ -42,6 +42,7 @@ const yieldTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
  * snapshot file and, through the JetStream bridge, to edges. Encoded row by row in slices of
  * a few milliseconds with event-loop turns between them, so that a big state does not stall
  * every stream while it is written; the root is immutable, so commits may land meanwhile.
+ * The final join, checksum and copy are still one synchronous pass each over the body.
  */
 export async function encodeSnapshot(root: StateRoot): Promise<Buffer> {
   const parts: string[] = ['{"tables":{'];

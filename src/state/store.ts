@@ -116,7 +116,7 @@ export class Store {
   /** When the last snapshot was taken (or the store opened), performance.now() ms. */
   private lastSnapshotAt = performance.now();
   private snapshotting = false;
-  /** The automatic snapshot in progress, if any (close waits for it). */
+  /** The snapshot in progress, if any (close waits for it). */
   private background: Promise<void> = Promise.resolve();
   private readonly opts: Required<
     Omit<StoreOptions, "dataDir" | "onFsync" | "initialize" | "retainLogFrom">
@@ -492,9 +492,7 @@ export class Store {
       root.index - this.lastSnapshotIndex >= this.opts.snapshotEvery &&
       performance.now() - this.lastSnapshotAt >= this.opts.snapshotMinIntervalMs
     ) {
-      this.background = this.snapshot()
-        .catch((err) => this.opts.logger.error({ err }, "snapshot failed"))
-        .then(() => {});
+      void this.snapshot().catch((err) => this.opts.logger.error({ err }, "snapshot failed"));
     }
   }
 
@@ -514,7 +512,17 @@ export class Store {
    * the stream layer may still need. Returns the snapshot's index. All of it asynchronous and
    * the encoding sliced (`writeSnapshot`): commits and streams go on meanwhile.
    */
-  async snapshot(): Promise<Index> {
+  snapshot(): Promise<Index> {
+    const p = this.writeSnapshotNow();
+    // close() waits for it, whoever asked for it.
+    this.background = p.then(
+      () => {},
+      () => {},
+    );
+    return p;
+  }
+
+  private async writeSnapshotNow(): Promise<Index> {
     const dir = this.opts.dataDir;
     const root = this.committedRoot;
     if (!dir || !this.log || this.snapshotting) return root.index;
@@ -545,7 +553,7 @@ export class Store {
     this.closed = true;
     if (this.scheduled) this.drain();
     await this.inflight.catch(() => {});
-    // An automatic snapshot still being written finishes before the directory is released.
+    // A snapshot still being written finishes before the directory is released.
     await this.background;
     await this.log?.close();
     this.listeners.clear();

@@ -221,6 +221,7 @@ export class LogWriter {
       await this.extending;
       if (this.segmentSize + bytes > this.allocated) await this.extend(this.segmentSize + bytes);
     }
+    if (this.failed) throw this.failed;
     // Positional writes into zero-filled space: the file's size does not change, so the sync
     // flushes data blocks only, not the inode. With fsync "always" the segment is open with
     // O_DSYNC: each write returns once durable (what write + fdatasync did in two trips to
@@ -245,27 +246,37 @@ export class LogWriter {
 
   /**
    * Grows the segment in the background once less than half a step of zero-filled space is
-   * left, so that commits rarely wait for 4 MiB of zeros to reach the disk. A failure here
-   * is left to the next write that needs the space (it extends itself and fails properly).
+   * left, so that commits rarely wait for 4 MiB of zeros to reach the disk. A failure fails
+   * the log (the next write throws it): the disk under the log is not to be trusted.
    */
   private extendAhead(): void {
     if (this.extending || this.allocated - this.segmentSize >= PREALLOC_BYTES / 2) return;
     if (this.segmentSize >= this.opts.segmentBytes) return; // the next write rotates
     this.extending = this.extend(this.allocated + 1)
-      .catch(() => {})
+      .catch((err: Error) => {
+        this.failed ??= err;
+      })
       .finally(() => {
         this.extending = undefined;
       });
   }
 
-  /** Fills the segment with zeros up to past `needed`, in PREALLOC_BYTES steps, and syncs that. */
+  /**
+   * Fills the segment with zeros up to past `needed`, in PREALLOC_BYTES steps, and syncs
+   * that — through a file descriptor of its own, so that a write-back error it meets is still
+   * reported to the records' descriptor (Linux reports such an error once per open file).
+   */
   private async extend(needed: number): Promise<void> {
-    const fh = this.fh!;
     const target = Math.max(needed, this.allocated + PREALLOC_BYTES);
-    for (let off = this.allocated; off < target; off += ZEROS.length) {
-      await fh.write(ZEROS, 0, Math.min(ZEROS.length, target - off), off);
+    const fh = await open(this.current!.file, constants.O_RDWR);
+    try {
+      for (let off = this.allocated; off < target; off += ZEROS.length) {
+        await fh.write(ZEROS, 0, Math.min(ZEROS.length, target - off), off);
+      }
+      if (this.opts.fsync !== "never") await fh.datasync();
+    } finally {
+      await fh.close();
     }
-    if (this.opts.fsync !== "never" && !this.syncOnWrite) await fh.datasync();
     this.allocated = target;
   }
 

@@ -3,6 +3,11 @@ import type { Index } from "../state/index.js";
 import { Deque } from "./deque.js";
 
 /** One commit's events for one subject. Shared by every subscriber of the subject. */
+/**
+ * Shared by every reader of the subject: `frame` and `bytes` are caches filled by the first
+ * reader that needs them (derived from `events`, the same for every reader), nothing else
+ * is ever written.
+ */
 export interface StreamNode {
   readonly index: Index;
   readonly events: readonly Event[];

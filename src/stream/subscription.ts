@@ -214,18 +214,14 @@ export class Subscription implements AsyncIterableIterator<Frame>, Waiter {
    * polling until undefined. One callback per subscription, no promise per frame.
    */
   notify(ready: () => void): void {
-    if (this.closed) {
-      ready();
+    if (this.error) {
+      ready(); // poll throws the closing error
       return;
     }
+    if (this.finished) return; // unsubscribed by its consumer: nothing more to read
     this.resolveWait = ready;
     this.stream.addWaiter(this);
     this.host.markWaiting(this, true);
-  }
-
-  /** Whether the subscription ended because its consumer unsubscribed (no error). */
-  get unsubscribed(): boolean {
-    return this.finished && this.error === undefined;
   }
 
   /** Wakes a blocked `next()` (or a `notify` callback) so that it polls again. */

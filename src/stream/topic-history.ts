@@ -24,8 +24,11 @@ export function estimateBytes(e: Event): number {
   switch (e.topic) {
     case "KV":
       return 160 + e.subject.length * 2 + e.payload.entry.Value.byteLength;
-    case "ServiceHealth":
-      return 480 + e.subject.length * 2 + e.payload.checks.length * 200;
+    case "ServiceHealth": {
+      let checks = 0;
+      for (const c of e.payload.checks) checks += 200 + (c.Output.length + c.Notes.length) * 2;
+      return 480 + e.subject.length * 2 + checks;
+    }
     case "ServiceList":
       return 96 + e.subject.length * 2;
     default: {

@@ -672,6 +672,31 @@ describe("Watch: the per-connection limit", () => {
   });
 });
 
+describe("Watch: the per-connection limit counts opens still waiting", () => {
+  it("opens waiting for an index ahead hold their slots: one more is refused at once, and a cancel frees one", async () => {
+    const h = await Harness.start({ maxSubscriptionsPerConnection: 2 });
+    const c = h.connect();
+    const at = await c.put("k", "v");
+    const w = new WatchCall(c);
+    // Two opens that wait (up to 3 s) for an index the store has not reached.
+    w.open(1, { topic: "TOPIC_KV", key: "k", index: at + 1000 });
+    w.open(2, { topic: "TOPIC_KV", key: "k", index: at + 1000 });
+    // Refused, though neither of the two has its subscription yet.
+    w.open(3, { topic: "TOPIC_KV", key: "k" });
+    expect(closedAs(await w.closedFrame(3))).toEqual({
+      code: "RESOURCE_EXHAUSTED",
+      error: "TooManySubscriptionsError",
+    });
+    w.cancel(1);
+    await w.closedFrame(1);
+    w.open(3, { topic: "TOPIC_KV", key: "k" });
+    await w.snapshotDone(3);
+    w.cancel(2);
+    await w.closedFrame(2);
+    expect(w.violations).toEqual([]);
+  });
+});
+
 describe("Watch: per-subscription errors", () => {
   it("a bad topic or subject closes that id with INVALID_ARGUMENT; the stream and its other subscriptions go on", async () => {
     const h = await Harness.start();
