@@ -3,12 +3,12 @@ import type { SubscribeRequest__Output } from "../generated/sluice/v1/SubscribeR
 import type { WatchRequest__Output } from "../generated/sluice/v1/WatchRequest.js";
 import { type WatchClosedStatus, WatchResponseBuilder } from "../proto/index.js";
 import { StoreClosedError } from "../state/index.js";
-import { IndexAheadError, ShuttingDownError, type Subscription } from "../stream/index.js";
+import { ShuttingDownError, type Subscription } from "../stream/index.js";
 import type { ConnectionLimit } from "./connection-limit.js";
 import { type BrokerDeps, metadataToken } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
+import { openSubscription } from "./open-subscription.js";
 import { statusFields, toGrpcStatus } from "./status.js";
-import { subjectFromWire, topicFromWire } from "./subscribe-handler.js";
 
 /** Frames one subscription may add to one flush before the others get their turn. */
 const FRAMES_PER_TURN = 64;
@@ -154,22 +154,13 @@ class WatchStream {
       this.limit.acquire(this.peer);
       entry.counted = true;
       if (req === null) throw new InvalidArgumentError("open.subscribe", "required");
-      const topic = topicFromWire(req.topic);
-      const subject = subjectFromWire(req);
-      const index = Number(req.index ?? 0);
-      const token = req.token || this.streamToken;
-      // Resolve first: an unknown token is refused before anything else is revealed.
-      await this.deps.enforcer.resolve(token);
-      if (entry.gone) return;
-      const publisher = this.deps.publisher;
-      if (index > publisher.index) {
+      const sub = await openSubscription(this.deps, req, req.token || this.streamToken, this.waitMs, () => {
         entry.abort = new AbortController();
-        const reached = await publisher.whenIndex(index, this.waitMs, entry.abort.signal);
-        entry.abort = undefined;
-        if (entry.gone) return;
-        if (!reached) throw new IndexAheadError(index, publisher.index);
-      }
-      const sub = await this.deps.enforcer.subscribe({ topic, subject, index }, token);
+        // Cancelled while its token was resolved: no wait at all.
+        if (entry.gone) entry.abort.abort();
+        return entry.abort.signal;
+      });
+      entry.abort = undefined;
       if (entry.gone) {
         sub.unsubscribe();
         return;

@@ -4,15 +4,14 @@ import type { BrokerEvent, BrokerEvent__Output } from "../../generated/sluice/v1
 import type { SubscribeRequest__Output } from "../../generated/sluice/v1/SubscribeRequest.js";
 import { encodeFrame } from "../../proto/index.js";
 import {
-  IndexAheadError,
   ShuttingDownError,
   type Subscription,
   SubscriptionForceClosedError,
   TooManySubscriptionsError,
 } from "../../stream/index.js";
 import { InvalidArgumentError } from "../errors.js";
+import { openSubscription } from "../open-subscription.js";
 import { toGrpcStatus } from "../status.js";
-import { subjectFromWire, topicFromWire } from "../subscribe-handler.js";
 import type { ComponentBroker } from "./component-broker.js";
 import { type ComponentRef, type Envelope, Kind, normalize, refText, Status } from "./envelope.js";
 import {
@@ -182,15 +181,7 @@ export class ComponentConnection implements Replica {
     const slot: SubscriptionSlot = { sub: undefined, cancelled: false };
     this.subs.set(id, slot);
     try {
-      const topic = topicFromWire(req.topic);
-      const subject = subjectFromWire(req);
-      const index = Number(req.index ?? 0);
-      const publisher = this.broker.publisher;
-      if (index > publisher.index) {
-        const reached = await publisher.whenIndex(index, this.broker.indexAheadWaitMs);
-        if (!reached) throw new IndexAheadError(index, publisher.index);
-      }
-      const sub = await this.broker.enforcer.subscribe({ topic, subject, index }, this.token);
+      const sub = await openSubscription(this.broker, req, this.token, this.broker.indexAheadWaitMs);
       slot.sub = sub;
       if (this.closed || slot.cancelled) sub.unsubscribe();
       for await (const frame of sub) {
