@@ -40,7 +40,7 @@
  *   (/proc), hence CPU µs per delivered event; for Sluice also the server's event-loop
  *   utilization and GC pauses.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -243,6 +243,29 @@ async function startEtcdTarget(ctx: SuiteContext, n: number): Promise<Target> {
       await server.stop();
     },
   };
+}
+
+/**
+ * Time all threads of a process spent on a CPU and waiting in the run queue for one, in ms
+ * (Linux /proc/<pid>/task/<tid>/schedstat; NaN where unreadable).
+ */
+function threadsSchedMs(pid: number): { run: number; wait: number } {
+  try {
+    let run = 0;
+    let wait = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number);
+        run += r ?? 0;
+        wait += w ?? 0;
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    return { run: run / 1e6, wait: wait / 1e6 };
+  } catch {
+    return { run: Number.NaN, wait: Number.NaN };
+  }
 }
 
 /** CPU seconds of the server, the subscriber processes and this process (writers). */
@@ -463,9 +486,11 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       expected += subsOfKey[k]!;
     };
     /** Opens a measured window: subscriber counters, CPU, event loop, put latency. */
+    let sched0 = threadsSchedMs(t.pid);
     const openWindow = async () => {
       await subs!.reset();
       await t.window?.();
+      sched0 = threadsSchedMs(t.pid);
       cpu.start();
       putLatency.clear();
       timingPuts = true;
@@ -474,8 +499,10 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       timingPuts = false;
       const win = await subs!.collect();
       const cores = cpu.stop();
+      const s1 = threadsSchedMs(t.pid);
+      const sched = { run: s1.run - sched0.run, wait: s1.wait - sched0.wait };
       const server = await t.window?.();
-      return { win, cores, server, putLatencyMs: summarize(putLatency.view()) };
+      return { win, cores, server, sched, putLatencyMs: summarize(putLatency.view()) };
     };
     const base = (await subs.totals()).events;
     const drain = async (): Promise<number> => {
@@ -554,7 +581,13 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
     // Latency: open-loop writer at a fixed rate.
     ctx.log(`${label} latency: ${fmtInt(c.latencyRate)} puts/s open loop for ${c.latencyMs / 1000} s`);
     const lat = await openLoop(c, put, openWindow);
-    const { win: lwin, cores: lcores, server: lServer, putLatencyMs: lPut } = await closeWindow();
+    const {
+      win: lwin,
+      cores: lcores,
+      server: lServer,
+      sched: lSched,
+      putLatencyMs: lPut,
+    } = await closeWindow();
     const ldrain = await drain();
     const latency = {
       offeredPerSec: c.latencyRate,
@@ -575,7 +608,8 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
         `p50 ${fmtMs(latency.latencyMs.p50)} p90 ${fmtMs(latency.latencyMs.p90)} p99 ${fmtMs(latency.latencyMs.p99)} ` +
         `max ${fmtMs(latency.latencyMs.max)} (put acknowledged p50 ${fmtMs(latency.putLatencyMs.p50)} p99 ${fmtMs(latency.putLatencyMs.p99)}); ` +
         `${fmtServer(latency.server)}longest subscriber GC ${fmtMs(latency.subscriberGcMaxMs)}; CPU server ${fmtFixed(lcores.server, 2)} + subscribers ` +
-        `${fmtFixed(lcores.clients, 2)} + writer ${fmtFixed(lcores.writer, 2)}`,
+        `${fmtFixed(lcores.clients, 2)} + writer ${fmtFixed(lcores.writer, 2)}; ` +
+        `server threads ran ${fmtMs(lSched.run)} and waited ${fmtMs(lSched.wait)} for a CPU`,
     );
 
     const totals = await subs.totals();
