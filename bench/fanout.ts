@@ -54,10 +54,12 @@ import { type EtcdServer, startEtcd } from "./lib/etcd.js";
 import type { OpenRequest, SluiceRpc, System, Totals, WindowResult } from "./lib/fanout-client.js";
 import { choiceListFlag, type FlagValues, intListFlag, numberFlag } from "./lib/flags.js";
 import { Histogram } from "./lib/histogram.js";
+import { type KernelThreadsCpu, kernelThreadsCpu, kernelThreadsDelta } from "./lib/kernel-threads.js";
 import { KvWriteStream } from "./lib/kv-write-stream.js";
 import type { ServerMemory, ServerWindow } from "./lib/sluice-server-child.js";
 import { describeSource, sourceState } from "./lib/source.js";
 import {
+  bursts,
   fmtFixed,
   fmtInt,
   fmtMs,
@@ -142,6 +144,11 @@ function config(flags: FlagValues): Config {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A put slower than this (to its acknowledgement) counts as slow, for the burst report. */
+const SLOW_PUT_MS = 5;
+/** Slow puts further apart than this start a new burst. */
+const SLOW_PUT_GAP_MS = 50;
 
 /** A value of `bytes` bytes whose first 8 hold the send time (CLOCK_MONOTONIC ns, LE). */
 function stampedValue(bytes: number): Buffer {
@@ -324,6 +331,10 @@ interface Phase {
   readonly putLatencyMs: LatencySummary;
   /** Time from the writers' stop to the last expected event arriving. */
   readonly drainMs: number;
+  /** What `kdamond` kernel threads ran in the window (see bench/lib/kernel-threads.ts). */
+  readonly kdamond: KernelThreadsCpu;
+  /** Puts slower than SLOW_PUT_MS to their acknowledgement, and the bursts they came in. */
+  readonly slowPuts: { readonly count: number; readonly bursts: number; readonly medianSpacingMs: number };
 }
 
 interface RunResult {
@@ -476,23 +487,32 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
     let expected = 0;
     let nextKey = 0;
     const putLatency = new Samples();
+    /** When (performance.now) each put slower than SLOW_PUT_MS was issued, in the window. */
+    const slowPutAt: number[] = [];
     let timingPuts = false;
     const put = async () => {
       const k = nextKey;
       nextKey = (nextKey + 1) % keys;
       const p0 = performance.now();
       await t.put(keyName(k), stampedValue(c.valueBytes));
-      if (timingPuts) putLatency.push(performance.now() - p0);
+      if (timingPuts) {
+        const ms = performance.now() - p0;
+        putLatency.push(ms);
+        if (ms > SLOW_PUT_MS) slowPutAt.push(p0);
+      }
       expected += subsOfKey[k]!;
     };
     /** Opens a measured window: subscriber counters, CPU, event loop, put latency. */
     let sched0 = threadsSchedMs(t.pid);
+    let kd0 = kernelThreadsCpu();
     const openWindow = async () => {
       await subs!.reset();
       await t.window?.();
       sched0 = threadsSchedMs(t.pid);
+      kd0 = kernelThreadsCpu();
       cpu.start();
       putLatency.clear();
+      slowPutAt.length = 0;
       timingPuts = true;
     };
     const closeWindow = async () => {
@@ -501,8 +521,14 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       const cores = cpu.stop();
       const s1 = threadsSchedMs(t.pid);
       const sched = { run: s1.run - sched0.run, wait: s1.wait - sched0.wait };
+      const kdamond = kernelThreadsDelta(kd0, kernelThreadsCpu());
       const server = await t.window?.();
-      return { win, cores, server, sched, putLatencyMs: summarize(putLatency.view()) };
+      const slow = bursts(
+        slowPutAt.sort((a, b) => a - b),
+        SLOW_PUT_GAP_MS,
+      );
+      const slowPuts = { count: slowPutAt.length, bursts: slow.count, medianSpacingMs: slow.medianSpacingMs };
+      return { win, cores, server, sched, kdamond, slowPuts, putLatencyMs: summarize(putLatency.view()) };
     };
     const base = (await subs.totals()).events;
     const drain = async (): Promise<number> => {
@@ -545,7 +571,7 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       const a0 = acked;
       const w0 = performance.now();
       await sleep(c.durationMs);
-      const { win, cores, server, putLatencyMs } = await closeWindow();
+      const { win, cores, server, putLatencyMs, kdamond, slowPuts } = await closeWindow();
       const commits = acked - a0;
       const wMs = performance.now() - w0;
       running = false;
@@ -564,6 +590,8 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
         subscriberGcMaxMs: win.gcMaxMs,
         putLatencyMs,
         drainMs,
+        kdamond,
+        slowPuts,
       };
     } finally {
       running = false;
@@ -587,6 +615,8 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       server: lServer,
       sched: lSched,
       putLatencyMs: lPut,
+      kdamond: lKdamond,
+      slowPuts: lSlow,
     } = await closeWindow();
     const ldrain = await drain();
     const latency = {
@@ -602,6 +632,8 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
       subscriberGcMaxMs: lwin.gcMaxMs,
       putLatencyMs: lPut,
       drainMs: ldrain,
+      kdamond: lKdamond,
+      slowPuts: lSlow,
     };
     ctx.log(
       `${label} latency: ${fmtInt(latency.commitsPerSec)} puts/s → ${fmtInt(latency.deliveredPerSec)} events/s, ` +
@@ -609,7 +641,11 @@ async function runOne(ctx: SuiteContext, c: Config, system: System, n: number): 
         `max ${fmtMs(latency.latencyMs.max)} (put acknowledged p50 ${fmtMs(latency.putLatencyMs.p50)} p99 ${fmtMs(latency.putLatencyMs.p99)}); ` +
         `${fmtServer(latency.server)}longest subscriber GC ${fmtMs(latency.subscriberGcMaxMs)}; CPU server ${fmtFixed(lcores.server, 2)} + subscribers ` +
         `${fmtFixed(lcores.clients, 2)} + writer ${fmtFixed(lcores.writer, 2)}; ` +
-        `server threads ran ${fmtMs(lSched.run)} and waited ${fmtMs(lSched.wait)} for a CPU`,
+        `server threads ran ${fmtMs(lSched.run)} and waited ${fmtMs(lSched.wait)} for a CPU; ` +
+        `puts over ${SLOW_PUT_MS} ms: ${lSlow.count} in ${lSlow.bursts} bursts, median ${fmtMs(lSlow.medianSpacingMs)} apart; ` +
+        (lKdamond.threads > 0
+          ? `kernel kdamond ran ${fmtMs(lKdamond.runMs)} in ${fmtInt(lKdamond.slices)} slices`
+          : "no kdamond kernel thread"),
     );
 
     const totals = await subs.totals();

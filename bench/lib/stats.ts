@@ -115,3 +115,16 @@ export function table(
   const rule = `|${widths.map((w, i) => (al(i) === "left" ? `:${"-".repeat(w + 1)}` : `${"-".repeat(w + 1)}:`)).join("|")}|`;
   return [line(header), rule, ...rows.map((r) => line(header.map((_, i) => r[i] ?? "")))].join("\n");
 }
+
+/**
+ * Groups event times (ms, ascending) into bursts: a gap longer than `gapMs` starts a new one.
+ * Slow puts that come in a few bursts at a steady spacing point at something periodic on the
+ * machine, not at the code under test.
+ */
+export function bursts(times: readonly number[], gapMs: number): { count: number; medianSpacingMs: number } {
+  if (times.length === 0) return { count: 0, medianSpacingMs: Number.NaN };
+  const starts = [times[0]!];
+  for (let i = 1; i < times.length; i++) if (times[i]! - times[i - 1]! > gapMs) starts.push(times[i]!);
+  const spacing = starts.slice(1).map((t, i) => t - starts[i]!);
+  return { count: starts.length, medianSpacingMs: spacing.length > 0 ? median(spacing) : Number.NaN };
+}
