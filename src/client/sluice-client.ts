@@ -51,8 +51,11 @@ export interface SluiceClientOptions {
   /** Extra grpc-js channel options. */
   readonly channelOptions?: grpc.ChannelOptions;
   /**
-   * Subscriptions and views share one Watch stream (default true): one server-side stream
-   * however many are open, and a change several of them receive crosses the wire once.
+   * Subscriptions share a Watch stream (default true): one server-side stream however many
+   * are open, and a change several of them receive crosses the wire once. The views share
+   * one, and the iterations of `subscribe()` another: a view reads as fast as frames come, but
+   * an iteration whose consumer stops reading pauses its stream after 1,024 unread messages,
+   * which then holds back the other iterations, never a view.
    * false: each gets its own Subscribe stream (its own HTTP/2 flow control).
    */
   readonly multiplex?: boolean;
@@ -102,7 +105,10 @@ export class SluiceClient {
   private readonly views = new Set<StreamView<unknown>>();
   private readonly runtime: ViewRuntime;
   private readonly ctx: CallContext;
+  /** The Watch stream of `subscribe()` iterations. */
   private readonly mux: WatchMux | undefined;
+  /** The Watch stream of views, apart from `mux`: see `multiplex`. */
+  private readonly viewMux: WatchMux | undefined;
   private isClosed = false;
 
   constructor(readonly options: SluiceClientOptions) {
@@ -129,7 +135,10 @@ export class SluiceClient {
       new sluiceV1.Catalog(options.address, creds, over) as CatalogClient,
     );
     this.acl = new AclApi(this.ctx, new sluiceV1.ACL(options.address, creds, over) as ACLClient);
-    if (options.multiplex ?? true) this.mux = new WatchMux(this.stream, () => this.ctx.metadata());
+    if (options.multiplex ?? true) {
+      this.mux = new WatchMux(this.stream, () => this.ctx.metadata());
+      this.viewMux = new WatchMux(this.stream, () => this.ctx.metadata());
+    }
     this.runtime = {
       policy: validatePolicy({ ...DEFAULT_BACKOFF, ...options.backoff }),
       now: options.now ?? Date.now,
@@ -145,10 +154,14 @@ export class SluiceClient {
    * on a Subscribe stream of its own.
    */
   subscribe(request: SubscribeRequest, options: SubscribeOptions = {}): AsyncIterable<Frame> {
-    return { [Symbol.asyncIterator]: () => this.frames(request, options.signal) };
+    return { [Symbol.asyncIterator]: () => this.frames(request, options.signal, this.mux) };
   }
 
-  private async *frames(request: SubscribeRequest, signal: AbortSignal | undefined): AsyncGenerator<Frame> {
+  private async *frames(
+    request: SubscribeRequest,
+    signal: AbortSignal | undefined,
+    mux: WatchMux | undefined,
+  ): AsyncGenerator<Frame> {
     if (signal?.aborted) return;
     const index = request.index ?? 0;
     const wire: WireSubscribeRequest = {
@@ -156,8 +169,8 @@ export class SluiceClient {
       ...subjectToWire(request.subject),
       index,
     };
-    if (this.mux) {
-      yield* this.watchFrames(this.mux, wire, signal);
+    if (mux) {
+      yield* this.watchFrames(mux, wire, signal);
       return;
     }
     const call = this.stream.Subscribe(wire, this.ctx.metadata());
@@ -231,7 +244,9 @@ export class SluiceClient {
     options: ViewOptions,
   ): MaterializedView<V> {
     if (this.isClosed) throw new Error("SluiceClient is closed");
-    const source = (req: SubscribeRequest, o: { signal: AbortSignal }) => this.subscribe(req, o);
+    const source = (req: SubscribeRequest, o: { signal: AbortSignal }): AsyncIterable<Frame> => ({
+      [Symbol.asyncIterator]: () => this.frames(req, o.signal, this.viewMux),
+    });
     let view: StreamView<V> | undefined;
     view = new StreamView(source, request, makeModel, this.runtime, options, () => {
       if (view) this.views.delete(view as StreamView<unknown>);
@@ -246,6 +261,7 @@ export class SluiceClient {
     this.isClosed = true;
     for (const v of [...this.views]) v.close();
     this.mux?.close();
+    this.viewMux?.close();
     this.channel.close();
   }
 }

@@ -280,6 +280,36 @@ describe("views equal the server's state", () => {
     expect(subscribe).toHaveBeenCalledTimes(2);
   });
 
+  it("a subscribe() iteration that stops reading holds back neither the client's views nor loses its own frames", async () => {
+    const s = await devServer();
+    const writer = client({ address: addr(s) });
+    const c = client({ address: addr(s) });
+    const raw = c.subscribe({ topic: Topic.KV, subject: { prefix: "h/" } })[Symbol.asyncIterator]();
+    const first = await raw.next();
+    expect(first.done).toBe(false);
+    const view = c.kv("v/");
+    await view.waitForIndexAbove(0, { timeout: 5000 });
+    // More single-commit messages than a subscription may leave unread (1,024) before its
+    // Watch stream pauses; nobody reads `raw` meanwhile.
+    let last = 0;
+    for (let i = 0; i < 1100; i++) last = await writer.kvStore.put(`h/${i % 10}`, String(i));
+    const v = await writer.kvStore.put("v/x", "seen");
+    const u = await view.waitForIndexAbove(v - 1, { timeout: 5000 });
+    expect(u.index).toBeGreaterThanOrEqual(v);
+    expect(Buffer.from(u.value.get("v/x")!.value).toString()).toBe("seen");
+    // The paused iteration then gets everything, in order, once.
+    const indexes: number[] = [];
+    while (indexes.length === 0 || indexes[indexes.length - 1]! < last) {
+      const r = await raw.next();
+      expect(r.done).toBe(false);
+      const f = r.value as Frame;
+      if (f.kind === FrameKind.Events) for (const e of f.events) indexes.push(e.index);
+    }
+    expect(indexes.length).toBe(1100);
+    for (let i = 1; i < indexes.length; i++) expect(indexes[i]!).toBeGreaterThan(indexes[i - 1]!);
+    await raw.return?.();
+  });
+
   it("progress frames move a quiet view's index without changing its value", async () => {
     const s = await devServer({ progressIntervalMs: 100 });
     const c = client({ address: addr(s) });
