@@ -46,6 +46,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { Etcd3 } from "etcd3";
+import { SluiceClient } from "../src/client/index.js";
 import type { KVClient } from "../src/generated/sluice/v1/KV.js";
 import { sluiceV1 } from "../src/proto/index.js";
 import { Helper } from "./lib/child.js";
@@ -55,7 +56,6 @@ import type { OpenRequest, SluiceRpc, System, Totals, WindowResult } from "./lib
 import { choiceListFlag, type FlagValues, intListFlag, numberFlag } from "./lib/flags.js";
 import { Histogram } from "./lib/histogram.js";
 import { type KernelThreadsCpu, kernelThreadsCpu, kernelThreadsDelta } from "./lib/kernel-threads.js";
-import { KvWriteStream } from "./lib/kv-write-stream.js";
 import type { ServerMemory, ServerWindow } from "./lib/sluice-server-child.js";
 import { describeSource, sourceState } from "./lib/source.js";
 import {
@@ -204,7 +204,9 @@ async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Tar
     );
     kv = new sluiceV1.KV(address, grpc.credentials.createInsecure());
     const client = kv;
-    const writes = c.sluiceWrites === "stream" ? new KvWriteStream(client) : undefined;
+    // The SDK's pipelined writer: the puts of one event-loop turn go out in one KV.Write message.
+    const sdk = c.sluiceWrites === "stream" ? new SluiceClient({ address }) : undefined;
+    const writes = sdk?.kvStore.writer();
     return {
       system: "sluice",
       pid: server.pid,
@@ -218,7 +220,8 @@ async function startSluice(ctx: SuiteContext, c: Config, n: number): Promise<Tar
               client.Put({ key, value }, (err, res) => (err ? reject(err) : resolve(res))),
             ),
       stop: async () => {
-        writes?.close();
+        await writes?.close();
+        sdk?.close();
         client.close();
         await server.stop();
         if (dir) ctx.removeDir(dir);

@@ -9,6 +9,7 @@ import type { BrokerDeps } from "./context.js";
 import { kvService } from "./kv-service.js";
 import { makeSubscribeHandler } from "./subscribe-handler.js";
 import { makeWatchHandler } from "./watch-handler.js";
+import { makeWriteHandler } from "./write-stream.js";
 
 /** Channel settings chosen on purpose: dead peers are found, big snapshots fit. */
 export const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -80,7 +81,9 @@ export class GrpcServer {
       sluiceV1.Catalog.service,
       instrument("sluice.v1.Catalog", catalogService(deps), observe),
     );
-    this.server.addService(sluiceV1.KV.service, instrument("sluice.v1.KV", kvService(deps), observe));
+    const writes = makeWriteHandler(deps);
+    this.endWrites = writes.shutdown;
+    this.server.addService(sluiceV1.KV.service, instrument("sluice.v1.KV", kvService(deps, writes), observe));
     this.server.addService(sluiceV1.ACL.service, instrument("sluice.v1.ACL", aclService(deps), observe));
     this.health.addToServer(this.server);
     new ReflectionService(packageDefinition).addToServer(this.server);
@@ -95,6 +98,7 @@ export class GrpcServer {
 
   private readonly extra: string[] = [];
   private readonly endWatches: () => void;
+  private readonly endWrites: () => void;
 
   /** Reports every service NOT_SERVING (an edge whose replication stopped), or SERVING again. */
   setServing(serving: boolean): void {
@@ -120,6 +124,7 @@ export class GrpcServer {
   async shutdown(graceMs: number): Promise<void> {
     for (const s of ["", ...SERVICES, ...this.extra]) this.health.setStatus(s, "NOT_SERVING");
     this.endWatches();
+    this.endWrites();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.deps.logger.warn({ graceMs }, "gRPC calls still open after the grace period: forcing");

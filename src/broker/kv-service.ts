@@ -6,8 +6,11 @@ import { type BrokerDeps, resolveCall, unary } from "./context.js";
 import { commitFor, deleteOp, putOp } from "./kv-ops.js";
 import { makeWriteHandler } from "./write-stream.js";
 
-/** sluice.v1.KV: put (with CAS), get, list and delete (recursive, CAS), ACL-checked. */
-export function kvService(deps: BrokerDeps): KVHandlers {
+/**
+ * sluice.v1.KV: put (with CAS), get, list and delete (recursive, CAS), ACL-checked, and the
+ * pipelined Write stream (`writes`, made by `makeWriteHandler`, whose `shutdown` ends them).
+ */
+export function kvService(deps: BrokerDeps, writes = makeWriteHandler(deps)): KVHandlers {
   return {
     Put: unary(async (req, call) => commitFor(deps, call.metadata, [putOp(req)])),
     Get: unary(async (req, call) => {
@@ -30,6 +33,6 @@ export function kvService(deps: BrokerDeps): KVHandlers {
       return { index: root.index, entries };
     }),
     Delete: unary(async (req, call) => commitFor(deps, call.metadata, [deleteOp(req)])),
-    Write: makeWriteHandler(deps),
+    Write: writes.handler,
   };
 }

@@ -4,10 +4,11 @@ import type { KVWriteRequest__Output } from "../generated/sluice/v1/KVWriteReque
 import type { KVWriteResponse } from "../generated/sluice/v1/KVWriteResponse.js";
 import type { KVWriteResult } from "../generated/sluice/v1/KVWriteResult.js";
 import type { Op } from "../state/index.js";
+import { ShuttingDownError } from "../stream/index.js";
 import type { BrokerDeps } from "./context.js";
 import { InvalidArgumentError } from "./errors.js";
 import { deleteOp, putOp, submitFor } from "./kv-ops.js";
-import { statusFields } from "./status.js";
+import { statusFields, toGrpcStatus } from "./status.js";
 
 /** Writes of one stream in flight (submitted, not yet durable) at most. */
 export const MAX_IN_FLIGHT = 1024;
@@ -33,9 +34,16 @@ function txnOf(w: KVWrite__Output): Op[] {
  * while the queue holds any or while the results cannot be written (the client is not
  * reading them), so a writer that floods or stops reading holds the stream, not the server's
  * memory.
+ *
+ * At shutdown (`shutdown()`) a stream reads no more: the writes it has received are
+ * committed and answered, a message still delivered after that gets UNAVAILABLE results
+ * (not applied), and then the stream ends: OK if the client had half-closed, else
+ * UNAVAILABLE, as Subscribe and Watch streams do, rather than holding the server until its
+ * grace period runs out.
  */
 export function makeWriteHandler(deps: BrokerDeps) {
-  return (call: grpc.ServerDuplexStream<KVWriteRequest__Output, KVWriteResponse>): void => {
+  const open = new Set<() => void>();
+  const handler = (call: grpc.ServerDuplexStream<KVWriteRequest__Output, KVWriteResponse>): void => {
     const queue: KVWrite__Output[] = [];
     let head = 0;
     let inFlight = 0;
@@ -43,6 +51,8 @@ export function makeWriteHandler(deps: BrokerDeps) {
     let outputBlocked = false;
     let halfClosed = false;
     let gone = false;
+    /** Set by shutdown(): no more writes start, and the stream ends once none is in flight. */
+    let stopping = false;
     let results: KVWriteResult[] = [];
     let scheduled = false;
     /** Settles once the previous write was handed to the store (or failed to be). */
@@ -56,8 +66,15 @@ export function makeWriteHandler(deps: BrokerDeps) {
         results = [];
         if (!call.write({ results: out })) outputBlocked = true;
       }
+      if (stopping && !halfClosed && inFlight === 0 && head === queue.length) {
+        gone = true;
+        open.delete(stop);
+        call.emit("error", toGrpcStatus(new ShuttingDownError()));
+        return;
+      }
       if (halfClosed && inFlight === 0 && head === queue.length) {
         gone = true;
+        open.delete(stop);
         call.end();
         return;
       }
@@ -73,6 +90,21 @@ export function makeWriteHandler(deps: BrokerDeps) {
     };
     const fail = (id: number, err: unknown): void => done({ id, error: statusFields(err) });
 
+    const stop = (): void => {
+      if (gone || stopping) return;
+      stopping = true;
+      if (!readPaused) {
+        readPaused = true;
+        call.pause();
+      }
+      // The end goes out with a flush once nothing received is left.
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    };
+    open.add(stop);
+
     /** Starts queued writes while there is room, and pauses or resumes reading. */
     const flow = (): void => {
       while (head < queue.length && inFlight < MAX_IN_FLIGHT) start(queue[head++]!);
@@ -80,7 +112,7 @@ export function makeWriteHandler(deps: BrokerDeps) {
         queue.length = 0;
         head = 0;
       }
-      const hold = head < queue.length || outputBlocked || inFlight >= MAX_IN_FLIGHT;
+      const hold = stopping || head < queue.length || outputBlocked || inFlight >= MAX_IN_FLIGHT;
       if (hold && !readPaused) {
         readPaused = true;
         call.pause();
@@ -118,6 +150,10 @@ export function makeWriteHandler(deps: BrokerDeps) {
 
     call.on("data", (req: KVWriteRequest__Output) => {
       if (gone) return;
+      if (stopping) {
+        for (const w of req.writes) fail(Number(w.id), new ShuttingDownError());
+        return;
+      }
       for (const w of req.writes) queue.push(w);
       flow();
     });
@@ -129,14 +165,24 @@ export function makeWriteHandler(deps: BrokerDeps) {
       halfClosed = true;
       if (!scheduled && inFlight === 0 && head === queue.length && !gone) {
         gone = true;
+        open.delete(stop);
         call.end();
       }
     });
     call.on("cancelled", () => {
       gone = true;
+      open.delete(stop);
     });
     call.on("error", () => {
       gone = true;
+      open.delete(stop);
     });
+  };
+  return {
+    handler,
+    /** The server is stopping: every open Write stream finishes its writes in flight and ends. */
+    shutdown(): void {
+      for (const stop of [...open]) stop();
+    },
   };
 }

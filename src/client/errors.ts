@@ -159,3 +159,19 @@ export function errorFromStatus(err: unknown): SluiceError {
       : (BY_CODE[code] ?? SluiceError);
   return new cls(code, kind, details, { cause: err });
 }
+
+/**
+ * The error of a status carried inside a message rather than as the call's own status: a
+ * Watch subscription's `closed` frame, a KV.Write result's `error`.
+ */
+export function errorFromWire(s: {
+  readonly code: number;
+  readonly message: string;
+  readonly error: string;
+}): SluiceError {
+  return errorFromStatus({
+    code: s.code,
+    details: s.message,
+    metadata: { get: (key: string) => (key === "x-sluice-error" && s.error ? [s.error] : []) },
+  });
+}

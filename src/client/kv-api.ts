@@ -3,6 +3,7 @@ import type { GetResponse__Output } from "../generated/sluice/v1/GetResponse.js"
 import type { KVClient } from "../generated/sluice/v1/KV.js";
 import type { ListResponse__Output } from "../generated/sluice/v1/ListResponse.js";
 import type { PutResponse__Output } from "../generated/sluice/v1/PutResponse.js";
+import { KVWriter } from "./kv-writer.js";
 import { asIndex, type Index, type KVEntry } from "./types.js";
 import { type CallContext, type CallOptions, unaryCall } from "./unary-call.js";
 
@@ -68,6 +69,14 @@ export class KVApi {
       options,
     );
     return { index: asIndex(res.index), entries: res.entries };
+  }
+
+  /**
+   * A writer that pipelines puts and deletes on one KV.Write stream, for many writes in
+   * flight at once; each still gets its own index or error. Close it when done.
+   */
+  writer(): KVWriter {
+    return new KVWriter(this.ctx, this.stub);
   }
 
   async delete(key: string, options: KVDeleteOptions = {}): Promise<Index> {

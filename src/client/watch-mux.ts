@@ -2,10 +2,9 @@ import * as grpc from "@grpc/grpc-js";
 import type { Event__Output } from "../generated/sluice/v1/Event.js";
 import type { StateChangeSubscriptionClient } from "../generated/sluice/v1/StateChangeSubscription.js";
 import type { SubscribeRequest as WireSubscribeRequest } from "../generated/sluice/v1/SubscribeRequest.js";
-import type { WatchClosed__Output } from "../generated/sluice/v1/WatchClosed.js";
 import type { WatchRequest } from "../generated/sluice/v1/WatchRequest.js";
 import type { WatchResponse__Output } from "../generated/sluice/v1/WatchResponse.js";
-import { errorFromStatus, type SluiceError } from "./errors.js";
+import { errorFromStatus, errorFromWire, type SluiceError } from "./errors.js";
 
 /*
  * The subscriptions of one SluiceClient share one Watch stream (as etcd's client shares a
@@ -105,12 +104,6 @@ interface Stream {
   paused: boolean;
 }
 
-function closedError(c: WatchClosed__Output): SluiceError {
-  const md = new grpc.Metadata();
-  if (c.error) md.set("x-sluice-error", c.error);
-  return errorFromStatus({ code: c.code, details: c.message, metadata: md });
-}
-
 /** The subscriptions of a client, multiplexed on one Watch stream at a time. */
 export class WatchMux {
   private current: Stream | undefined;
@@ -150,7 +143,7 @@ export class WatchMux {
           // The server is going away: subscriptions opened from now on go to a new stream
           // (this one is about to end), not to this one.
           if (code === grpc.status.UNAVAILABLE && this.current === s) this.current = undefined;
-          sink.finish(code === grpc.status.CANCELLED ? undefined : closedError(f.closed!));
+          sink.finish(code === grpc.status.CANCELLED ? undefined : errorFromWire(f.closed!));
           // No longer on the stream: its backlog no longer holds the others back.
           this.maybeResume(s);
           continue;

@@ -476,6 +476,37 @@ describe("durability", () => {
   });
 });
 
+describe("shutdown", () => {
+  it("a stream still open when the server stops ends UNAVAILABLE at once, after the results of what it received", async () => {
+    const h = await Harness.start({ shutdownGraceMs: 8000 }, { persistent: true });
+    const s = new WriteStream(h.connect());
+    const writes = Array.from({ length: 600 }, (_, i) => put(i + 1, `sd/${i % 50}`, `v${i}`));
+    s.sendIn(writes, 100);
+    await s.until(1);
+    const t0 = performance.now();
+    await h.restart();
+    const stopMs = performance.now() - t0;
+    const st = await s.finished();
+    expect(code(st.code)).toBe("UNAVAILABLE");
+    expect(st.details).toMatch(/shutting down/);
+    // The stop did not wait for the grace period: the stream ended as soon as it could.
+    expect(stopMs).toBeLessThan(6000);
+    expect(s.duplicates).toEqual([]);
+    // Every write has an index or UNAVAILABLE (not applied), or no result at all (never
+    // read); every index is durable.
+    const expected = new Map<string, [string, number]>();
+    for (const w of writes) {
+      const r = s.byId.get(w.id as number);
+      if (r === undefined) continue;
+      if (r.result === "index") expected.set(w.put!.key!, [w.put!.value!.toString(), r.index!]);
+      else expect(code(r.error!.code)).toBe("UNAVAILABLE");
+    }
+    expect(expected.size).toBeGreaterThan(0);
+    const state = await stateOf(h.connect(), "sd/");
+    for (const [key, v] of expected) expect(state.get(key)).toEqual(v);
+  });
+});
+
 describe("flow control", () => {
   it(`well over MAX_IN_FLIGHT (${MAX_IN_FLIGHT}) writes at once: every one completes`, async () => {
     const h = await Harness.start();
