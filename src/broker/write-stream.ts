@@ -35,11 +35,12 @@ function txnOf(w: KVWrite__Output): Op[] {
  * reading them), so a writer that floods or stops reading holds the stream, not the server's
  * memory.
  *
- * At shutdown (`shutdown()`) a stream reads no more: the writes it has received are
- * committed and answered, a message still delivered after that gets UNAVAILABLE results
- * (not applied), and then the stream ends: OK if the client had half-closed, else
- * UNAVAILABLE, as Subscribe and Watch streams do, rather than holding the server until its
- * grace period runs out.
+ * At shutdown (`shutdown()`) a stream starts no write it receives from then on (each gets an
+ * UNAVAILABLE result, not applied); the writes received before are committed and answered,
+ * and then the stream ends: OK if the client had half-closed, else UNAVAILABLE, as
+ * Subscribe and Watch streams do, rather than holding the server until its grace period
+ * runs out (a client that does not read its results still can: the end waits for them).
+ * A write waiting for the one before it when its stream is cancelled is not applied.
  */
 export function makeWriteHandler(deps: BrokerDeps) {
   const open = new Set<() => void>();
@@ -93,11 +94,8 @@ export function makeWriteHandler(deps: BrokerDeps) {
     const stop = (): void => {
       if (gone || stopping) return;
       stopping = true;
-      if (!readPaused) {
-        readPaused = true;
-        call.pause();
-      }
-      // The end goes out with a flush once nothing received is left.
+      // Reading goes on (a half-close must be seen to end OK); the end goes out with a flush
+      // once nothing received before is left.
       if (!scheduled) {
         scheduled = true;
         setImmediate(flush);
@@ -112,7 +110,7 @@ export function makeWriteHandler(deps: BrokerDeps) {
         queue.length = 0;
         head = 0;
       }
-      const hold = stopping || head < queue.length || outputBlocked || inFlight >= MAX_IN_FLIGHT;
+      const hold = head < queue.length || outputBlocked || inFlight >= MAX_IN_FLIGHT;
       if (hold && !readPaused) {
         readPaused = true;
         call.pause();
@@ -132,7 +130,11 @@ export function makeWriteHandler(deps: BrokerDeps) {
         return;
       }
       inFlight++;
-      const submitted = order.then(() => submitFor(deps, call.metadata, txn));
+      const submitted = order.then(() => {
+        // Cancelled meanwhile: the client was told nothing about it; do not apply it.
+        if (gone) throw new Error("the stream was cancelled");
+        return submitFor(deps, call.metadata, txn);
+      });
       order = submitted.catch(() => {});
       submitted
         .then((s) => s.durable)

@@ -170,7 +170,8 @@ export function errorFromWire(s: {
   readonly error: string;
 }): SluiceError {
   return errorFromStatus({
-    code: s.code,
+    // 0 (OK) is no failure: a message that says so is malformed.
+    code: s.code === Code.Ok ? Code.Unknown : s.code,
     details: s.message,
     metadata: { get: (key: string) => (key === "x-sluice-error" && s.error ? [s.error] : []) },
   });

@@ -39,7 +39,7 @@ export {
   WaitTimeoutError,
 } from "./errors.js";
 export type { KVApi, KVDeleteOptions, KVListOptions, KVPutOptions } from "./kv-api.js";
-export type { KVWriter, KVWriterDeleteOptions, KVWriterPutOptions } from "./kv-writer.js";
+export type { KVWriter } from "./kv-writer.js";
 export {
   type KVSubject,
   SluiceClient,

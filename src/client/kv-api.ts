@@ -3,6 +3,7 @@ import type { GetResponse__Output } from "../generated/sluice/v1/GetResponse.js"
 import type { KVClient } from "../generated/sluice/v1/KV.js";
 import type { ListResponse__Output } from "../generated/sluice/v1/ListResponse.js";
 import type { PutResponse__Output } from "../generated/sluice/v1/PutResponse.js";
+import { ClosedError } from "./errors.js";
 import { KVWriter } from "./kv-writer.js";
 import { asIndex, type Index, type KVEntry } from "./types.js";
 import { type CallContext, type CallOptions, unaryCall } from "./unary-call.js";
@@ -30,6 +31,9 @@ const encoder = new TextEncoder();
 
 /** Unary KV calls (sluice.v1.KV). Writes answer the commit index. */
 export class KVApi {
+  private readonly writers = new Set<KVWriter>();
+  private closed = false;
+
   constructor(
     private readonly ctx: CallContext,
     private readonly stub: KVClient,
@@ -73,10 +77,20 @@ export class KVApi {
 
   /**
    * A writer that pipelines puts and deletes on one KV.Write stream, for many writes in
-   * flight at once; each still gets its own index or error. Close it when done.
+   * flight at once; each still gets its own index or error. Close it when done; closing the
+   * client ends it too.
    */
   writer(): KVWriter {
-    return new KVWriter(this.ctx, this.stub);
+    if (this.closed) throw new ClosedError();
+    const w = new KVWriter(this.ctx, this.stub, (gone) => this.writers.delete(gone));
+    this.writers.add(w);
+    return w;
+  }
+
+  /** The client is closing: every writer ends at once, and no new one is made. */
+  cancelWriters(): void {
+    this.closed = true;
+    for (const w of [...this.writers]) w.cancel();
   }
 
   async delete(key: string, options: KVDeleteOptions = {}): Promise<Index> {

@@ -36,11 +36,11 @@ export interface SluiceClientOptions {
   readonly token?: SecretId | string;
   /** Default: insecure (plain TCP). */
   readonly credentials?: grpc.ChannelCredentials;
-  /** Deadline of unary calls, in ms (default 30 s). */
+  /** Deadline of unary calls, and of each write of a `kvStore.writer()`, in ms (default 30 s). */
   readonly callTimeoutMs?: number;
   /**
-   * Unary calls made while the server cannot be reached wait for it (up to their deadline)
-   * instead of failing at once with `UnavailableError`. Default false.
+   * Unary calls (and writers' streams) made while the server cannot be reached wait for it
+   * (up to their deadline) instead of failing at once with `UnavailableError`. Default false.
    */
   readonly waitForReady?: boolean;
   /** Retry spacing of views (default: immediate, then 200 ms doubling to 60 s, 20% jitter). */
@@ -260,6 +260,7 @@ export class SluiceClient {
     if (this.isClosed) return;
     this.isClosed = true;
     for (const v of [...this.views]) v.close();
+    this.kvStore.cancelWriters();
     this.mux?.close();
     this.viewMux?.close();
     this.channel.close();

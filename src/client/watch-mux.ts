@@ -16,7 +16,7 @@ import { errorFromStatus, errorFromWire, type SluiceError } from "./errors.js";
  */
 
 /** Messages queued for one subscription before the whole stream is paused (flow control). */
-const PAUSE_AT = 1024;
+export const PAUSE_AT = 1024;
 
 /** One subscription's queue: frames in order, then its end. */
 class Sink implements AsyncIterator<Event__Output> {

@@ -6,7 +6,8 @@ import {
   PermissionDeniedError,
   SluiceClient,
   type SluiceClientOptions,
-  SluiceError,
+  type SluiceError,
+  UnavailableError,
 } from "../../src/client/index.js";
 import { sluiceV1 } from "../../src/proto/index.js";
 import type { SluiceServer } from "../../src/server/index.js";
@@ -127,9 +128,15 @@ describe("KVWriter", () => {
     const s = await devServer();
     const c = client({ address: addr(s) });
     const w = c.kvStore.writer();
-    const made = Array.from({ length: 50 }, (_, i) => w.put(`c/${i}`, String(i)));
+    let settledCount = 0;
+    const made = Array.from({ length: 50 }, (_, i) =>
+      w.put(`c/${i}`, String(i)).finally(() => void settledCount++),
+    );
     const bad = settled(w.put("", "no key"));
     await w.close();
+    // Every write made before close() had its result when close() resolved.
+    expect(settledCount).toBe(50);
+    expect(w.inFlight).toBe(0);
     const indexes = await Promise.all(made);
     expect(indexes).toHaveLength(50);
     const { error } = await bad;
@@ -160,9 +167,10 @@ describe("KVWriter", () => {
   });
 
   it("a server that goes away fails the writes in flight; acknowledged ones survive; the writer goes on after a restart", async () => {
-    const rs = await RestartableServer.start({ shutdownGraceMs: 2000 });
+    const rs = await RestartableServer.start({ shutdownGraceMs: 8000 });
     cleanups.push(() => rs.destroy());
-    const c = client({ address: rs.address });
+    // waitForReady: the write after the restart waits for the channel to reconnect.
+    const c = client({ address: rs.address, waitForReady: true });
     const w = c.kvStore.writer();
     await w.put("r/0", "before");
     const acked = new Map<string, number>();
@@ -173,10 +181,13 @@ describe("KVWriter", () => {
         (err: unknown) => void failures.push(err),
       ),
     );
+    const t0 = performance.now();
     const stopping = rs.stop();
     await Promise.all(inFlight); // every write settles: none is left hanging
     await stopping;
-    for (const f of failures) expect(f).toBeInstanceOf(SluiceError);
+    // The server ended the stream when its writes were done, not after the grace period.
+    expect(performance.now() - t0).toBeLessThan(6000);
+    for (const f of failures) expect(f).toBeInstanceOf(UnavailableError);
 
     await rs.startAgain();
     const after = await w.put("r/after", "after");
@@ -187,5 +198,70 @@ describe("KVWriter", () => {
     expect(stored.get("r/after")).toBe(after);
     expect(stored.has("r/0")).toBe(true);
     await w.close();
+  });
+
+  it("writes of one turn well over a message's size go out in several messages; a write too big for any is refused alone", async () => {
+    const s = await devServer();
+    const c = client({ address: addr(s) });
+    const w = c.kvStore.writer();
+    const value = new Uint8Array(4096).fill(7);
+    // 3,000 × 4 KiB in one turn: ~12 MiB, three times what the server takes in one message.
+    const made = Array.from({ length: 3000 }, (_, i) => w.put(`big/${i}`, value));
+    const tooBig = settled(w.put("big/huge", new Uint8Array(4 * 1024 * 1024)));
+    const indexes = await Promise.all(made);
+    for (let i = 1; i < indexes.length; i++) expect(indexes[i]).toBe(indexes[i - 1]! + 1);
+    const { error } = await tooBig;
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect((error as SluiceError).details).toMatch(/does not fit/);
+    expect((await c.kvStore.list("big/", { keysOnly: true })).entries).toHaveLength(3000);
+    await w.close();
+  });
+
+  it("a write aborted after it was sent rejects with the reason; the writes after it go on", async () => {
+    const s = await devServer();
+    const c = client({ address: addr(s) });
+    const w = c.kvStore.writer();
+    const ac = new AbortController();
+    const aborted = settled(w.put("ab/1", "x", { signal: ac.signal }));
+    await new Promise((r) => setImmediate(r)); // sent with this turn's message
+    ac.abort(new Error("stop waiting"));
+    expect(((await aborted).error as Error).message).toBe("stop waiting");
+    const next = await w.put("ab/2", "y");
+    expect(next).toBeGreaterThan(0);
+    await w.close();
+  });
+
+  it("without a server, each write rejects with DEADLINE_EXCEEDED after its timeout instead of hanging", async () => {
+    // A port nobody listens on: the stream waits for a connection that never comes.
+    const probe = await devServer();
+    const address = addr(probe);
+    await probe.stop();
+    const c = client({ address, waitForReady: true, callTimeoutMs: 300 });
+    const w = c.kvStore.writer();
+    const t0 = performance.now();
+    const [a, b] = await Promise.all([
+      settled(w.put("t/1", "x")),
+      settled(w.put("t/2", "y", { timeoutMs: 100 })),
+    ]);
+    expect((a.error as SluiceError).code).toBe(4); // DEADLINE_EXCEEDED
+    expect((b.error as SluiceError).code).toBe(4);
+    expect((a.error as SluiceError).details).toMatch(/300 ms/);
+    expect(performance.now() - t0).toBeLessThan(3000);
+    expect(w.inFlight).toBe(0);
+  });
+
+  it("closing the client ends its writers: their writes reject with ClosedError, and writer() throws", async () => {
+    const s = await devServer();
+    const c = new SluiceClient({ address: addr(s) });
+    const w = c.kvStore.writer();
+    await w.put("cc/0", "x");
+    const pending = Array.from({ length: 20 }, (_, i) => settled(w.put(`cc/${i + 1}`, "y")));
+    c.close();
+    for (const p of await Promise.all(pending)) {
+      if (p.error !== undefined) expect(p.error).toBeInstanceOf(ClosedError);
+    }
+    expect(await rejection(w.put("cc/late", "z"))).toBeInstanceOf(ClosedError);
+    expect(() => c.kvStore.writer()).toThrow(ClosedError);
+    await w.close(); // already ended: resolves
   });
 });

@@ -20,6 +20,7 @@ import {
   UnavailableError,
   WaitTimeoutError,
 } from "../../src/client/index.js";
+import { PAUSE_AT } from "../../src/client/watch-mux.js";
 import { sluiceV1 } from "../../src/proto/index.js";
 import type { SluiceServer } from "../../src/server/index.js";
 import { RestartableServer, startDevServer } from "../helpers/sluice-server.js";
@@ -289,10 +290,11 @@ describe("views equal the server's state", () => {
     expect(first.done).toBe(false);
     const view = c.kv("v/");
     await view.waitForIndexAbove(0, { timeout: 5000 });
-    // More single-commit messages than a subscription may leave unread (1,024) before its
-    // Watch stream pauses; nobody reads `raw` meanwhile.
+    // More single-commit messages than a subscription may leave unread before its Watch
+    // stream pauses; nobody reads `raw` meanwhile.
+    const puts = PAUSE_AT + 76;
     let last = 0;
-    for (let i = 0; i < 1100; i++) last = await writer.kvStore.put(`h/${i % 10}`, String(i));
+    for (let i = 0; i < puts; i++) last = await writer.kvStore.put(`h/${i % 10}`, String(i));
     const v = await writer.kvStore.put("v/x", "seen");
     const u = await view.waitForIndexAbove(v - 1, { timeout: 5000 });
     expect(u.index).toBeGreaterThanOrEqual(v);
@@ -305,7 +307,7 @@ describe("views equal the server's state", () => {
       const f = r.value as Frame;
       if (f.kind === FrameKind.Events) for (const e of f.events) indexes.push(e.index);
     }
-    expect(indexes.length).toBe(1100);
+    expect(indexes.length).toBe(puts);
     for (let i = 1; i < indexes.length; i++) expect(indexes[i]!).toBeGreaterThan(indexes[i - 1]!);
     await raw.return?.();
   });
